@@ -1,0 +1,15 @@
+"""The bundled mixes, compiled at module level for `langgraph.json` (LangGraph Studio and server)."""
+
+from __future__ import annotations
+
+from moai.api import load_mix
+
+__all__ = ["cascade", "chain", "moa", "panel", "refine", "route", "routemoa"]
+
+cascade = load_mix("cascade")
+chain = load_mix("chain")
+moa = load_mix("moa")
+panel = load_mix("panel")
+refine = load_mix("refine")
+route = load_mix("route")
+routemoa = load_mix("routemoa")

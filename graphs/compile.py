@@ -1,0 +1,54 @@
+"""Compile a MixSpec into a LangGraph StateGraph: gate -> steps (fan-out, joins, judged loops) -> aggregate."""
+
+from __future__ import annotations
+
+from langgraph.graph import END, START, StateGraph
+
+from mix_instructions._check import check_mix, step_successors
+from mix_instructions.schema import JudgeStep, MixSpec, ProposeStep
+from nodes.aggregate import make_aggregate
+from nodes.context import MixContext
+from nodes.gate import make_gate
+from nodes.judge import make_judge
+from nodes.propose import make_propose
+from nodes.state import MixInput, MixOutput, MixState
+from nodes.stop import make_next_layer
+from nodes._runtime import MixRuntime
+
+__all__ = ["build_graph"]
+
+
+def build_graph(spec: MixSpec, source: str = "<mix>") -> StateGraph[MixState, MixContext, MixInput, MixOutput]:
+    """Return the uncompiled graph of a mix, so the caller picks the checkpointer.
+
+    Every step becomes a node named after it. A propose step is entered by one `Send` per model; what
+    follows it (a judge, the aggregator, or a `before_<step>` join when another propose step follows)
+    runs once, deferred until the whole layer is in. A judge's `otherwise` edge closes a loop.
+
+    Raises:
+        MixError: A reference or the shape of the steps is wrong; the message names `source` and the field.
+    """
+    check_mix(spec, source)
+    mix = MixRuntime(spec, source)
+    successors = step_successors(spec)
+    propose_steps = {step.name for step in spec.steps if isinstance(step, ProposeStep)}
+    builder = StateGraph(MixState, context_schema=MixContext, input_schema=MixInput, output_schema=MixOutput)
+
+    builder.add_node("gate", make_gate(mix), destinations=(spec.steps[0].name,))
+    for step in spec.steps:
+        target = successors[step.name]
+        if isinstance(step, ProposeStep):
+            builder.add_node(step.name, make_propose(mix, step))
+            if target in propose_steps:
+                join = f"before_{target}"
+                builder.add_node(join, make_next_layer(mix, target), defer=True, destinations=(target,))
+                target = join
+            builder.add_edge(step.name, target)
+        else:
+            assert isinstance(step, JudgeStep)
+            exits = tuple(dict.fromkeys(t for t in (target, step.otherwise) if t is not None))
+            builder.add_node(step.name, make_judge(mix, step), defer=True, destinations=exits)
+    builder.add_node("aggregate", make_aggregate(mix), defer=True)
+    builder.add_edge(START, "gate")
+    builder.add_edge("aggregate", END)
+    return builder

@@ -1,0 +1,9 @@
+"""Mix instructions: the schema of a mix file, its loader and the bundled mixes."""
+
+from __future__ import annotations
+
+from mix_instructions.errors import MixError
+from mix_instructions.load import bundled_mixes, json_schema, load_spec, resolve_path
+from mix_instructions.schema import MixSpec
+
+__all__ = ["MixError", "MixSpec", "bundled_mixes", "json_schema", "load_spec", "resolve_path"]

@@ -1,0 +1,133 @@
+"""Checks a schema alone cannot make: references between fields, and the shape of the step graph."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import NoReturn
+
+from mix_instructions.errors import MixError
+from mix_instructions.schema import JudgeStep, MixSpec, ProposeStep
+
+__all__ = ["check_mix", "step_successors"]
+
+RESERVED = ("gate", "aggregate", "__start__", "__end__")
+AGGREGATE = "aggregate"
+
+
+def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
+    """Raise MixError for the first reference or topology mistake in a mix."""
+
+    def fail(field: str, message: str) -> NoReturn:
+        raise MixError(source, field, message)
+
+    pool = list(spec.models)
+    if not pool:
+        fail("models", "the pool is empty: declare at least one model")
+    valid = f"models of the pool: {', '.join(pool)}"
+
+    def need_model(field: str, name: str | None, *extra: str) -> None:
+        if name is not None and name not in pool and name not in extra:
+            choices = ", ".join((*extra, *pool))
+            fail(field, f"'{name}' is not declared in models; valid choices: {choices}")
+
+    for name, model in spec.models.items():
+        for i, fallback in enumerate(model.fallbacks):
+            need_model(f"models.{name}.fallbacks.{i}", fallback)
+            if fallback == name:
+                fail(f"models.{name}.fallbacks.{i}", "a model cannot be its own fallback")
+        if model.replies and model.provider != "fake":
+            fail(f"models.{name}.replies", "only provider 'fake' takes scripted replies")
+
+    gate = spec.gate
+    if gate.scorer != "priors":
+        fail("gate.scorer", f"unknown scorer '{gate.scorer}'; valid choices: priors")
+    for i, name in enumerate(gate.candidates or []):
+        need_model(f"gate.candidates.{i}", name)
+    candidates = gate.candidates if gate.candidates is not None else pool
+    if not candidates:
+        fail("gate.candidates", f"no candidates: list at least one of the {valid}")
+    if gate.top_k > len(candidates):
+        fail("gate.top_k", f"{gate.top_k} exceeds the {len(candidates)} candidate models")
+    need_model("gate.fallback", gate.fallback)
+    if gate.min_confidence > 0 and gate.fallback is None:
+        fail("gate.fallback", "min_confidence is set, so name the model to fall back to")
+    for i, pattern in enumerate(gate.constraints.sensitive.patterns):
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            fail(f"gate.constraints.sensitive.patterns.{i}", f"not a regular expression: {err}")
+
+    if not spec.steps:
+        fail("steps", "no steps: a mix needs at least one propose step")
+    names = [step.name for step in spec.steps]
+    for i, step in enumerate(spec.steps):
+        if step.name in RESERVED:
+            fail(f"steps.{i}.name", f"'{step.name}' is reserved; reserved names: {', '.join(RESERVED)}")
+        if names.count(step.name) > 1:
+            fail(f"steps.{i}.name", f"step name '{step.name}' is used twice")
+    if not isinstance(spec.steps[0], ProposeStep):
+        fail("steps.0.kind", "the first step must be 'propose': a judge needs answers to judge")
+    for i, step in enumerate(spec.steps):
+        targets = [("next", step.next)]
+        if isinstance(step, ProposeStep):
+            if isinstance(step.models, list):
+                if not step.models:
+                    fail(f"steps.{i}.models", f"empty: list models, or write 'selected'; {valid}")
+                for j, entry in enumerate(step.models):
+                    need_model(f"steps.{i}.models.{j}", entry if isinstance(entry, str) else entry.model)
+        else:
+            need_model(f"steps.{i}.cross", step.cross, "top1")
+            targets.append(("otherwise", step.otherwise))
+        for key, target in targets:
+            if target is not None and target not in names and target != AGGREGATE:
+                fail(f"steps.{i}.{key}", f"no step '{target}'; valid choices: {', '.join((*names, AGGREGATE))}")
+
+    agg = spec.aggregate
+    need_model("aggregate.model", agg.model, "top1")
+    if agg.mode == "synthesize" and agg.model is None:
+        fail("aggregate.model", "mode 'synthesize' needs an aggregator model (a model name or 'top1')")
+    _check_topology(spec, fail)
+
+
+def step_successors(spec: MixSpec) -> dict[str, str]:
+    """Return each step's unconditional successor: its `next`, the following step, or aggregate."""
+    successors: dict[str, str] = {}
+    for i, step in enumerate(spec.steps):
+        following = spec.steps[i + 1].name if i + 1 < len(spec.steps) else AGGREGATE
+        successors[step.name] = step.next or following
+    return successors
+
+
+def _check_topology(spec: MixSpec, fail: Callable[[str, str], NoReturn]) -> None:
+    """Reject cycles with no reachable stop, and steps no path reaches.
+
+    A judge's `otherwise` edge is bounded by its `stop_when.max_rounds`; every other edge is not, so the
+    graph of `next` edges alone must be acyclic.
+    """
+    successors = step_successors(spec)
+    index = {step.name: i for i, step in enumerate(spec.steps)}
+    for start in successors:
+        path = [start]
+        node = successors[start]
+        while node != AGGREGATE:
+            if node in path:
+                cycle = " -> ".join([*path[path.index(node) :], node])
+                fail(
+                    f"steps.{index[node]}.next",
+                    f"cycle {cycle} has no reachable stop: close a loop through a judge's 'otherwise', "
+                    "which stop_when bounds",
+                )
+            path.append(node)
+            node = successors[node]
+    reached = {spec.steps[0].name}
+    frontier = [spec.steps[0].name]
+    while frontier:
+        step = spec.steps[index[frontier.pop()]]
+        for target in (successors[step.name], step.otherwise if isinstance(step, JudgeStep) else None):
+            if target is not None and target != AGGREGATE and target not in reached:
+                reached.add(target)
+                frontier.append(target)
+    for step in spec.steps:
+        if step.name not in reached:
+            fail(f"steps.{index[step.name]}", f"step '{step.name}' is never reached from '{spec.steps[0].name}'")

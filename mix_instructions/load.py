@@ -1,0 +1,153 @@
+"""Load a mix from YAML or JSON: expand ${ENV_VAR} references, validate, and report errors precisely."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from mix_instructions._check import check_mix
+from mix_instructions.errors import MixError
+from mix_instructions.schema import MixSpec
+
+__all__ = ["BUNDLED_DIR", "bundled_mixes", "json_schema", "load_spec", "resolve_path"]
+
+BUNDLED_DIR = Path(__file__).parent
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def bundled_mixes() -> list[str]:
+    """Return the names of the mixes shipped with the framework."""
+    return sorted(p.stem for p in BUNDLED_DIR.glob("*.yaml"))
+
+
+def resolve_path(path_or_name: str | os.PathLike[str]) -> Path:
+    """Return the file of a mix given by path or by the name of a bundled mix."""
+    path = Path(path_or_name)
+    if path.suffix in _SUFFIXES or path.exists():
+        if not path.is_file():
+            raise MixError(str(path), "", "no such file")
+        return path
+    bundled = BUNDLED_DIR / f"{path}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise MixError(str(path), "", f"neither a file nor a bundled mix; bundled mixes: {', '.join(bundled_mixes())}")
+
+
+def load_spec(path_or_name: str | os.PathLike[str]) -> MixSpec:
+    """Read, expand and validate a mix file.
+
+    Args:
+        path_or_name: A `.yaml`/`.yml`/`.json` file, or the name of a bundled mix such as `"moa"`.
+
+    Raises:
+        MixError: The file is missing, unparsable or invalid; the message names the file and the field.
+    """
+    path = resolve_path(path_or_name)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
+        raise MixError(source, "", f"cannot be parsed: {_one_line(err)}") from err
+    return parse_spec(data, source)
+
+
+def parse_spec(data: Any, source: str = "<mix>") -> MixSpec:
+    """Validate already-parsed mix data (a mapping); `source` names it in errors."""
+    if not isinstance(data, Mapping):
+        raise MixError(source, "", f"a mix is a mapping of fields, not {type(data).__name__}")
+    _check_secrets(data, source)
+    try:
+        spec = MixSpec.model_validate(_expand(data))
+    except ValidationError as err:
+        raise _mix_error(err, source) from None
+    check_mix(spec, source)
+    return spec
+
+
+def json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of mix files, for editors."""
+    schema = MixSpec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Mixture-of-AI mix instruction"
+    return schema
+
+
+def _check_secrets(data: Mapping[str, Any], source: str) -> None:
+    models = data.get("models")
+    if not isinstance(models, Mapping):
+        return
+    for name, model in models.items():
+        key = model.get("api_key") if isinstance(model, Mapping) else None
+        if key is not None and not (isinstance(key, str) and _ENV_REF.fullmatch(key)):
+            raise MixError(
+                source, f"models.{name}.api_key", "write an ${ENV_VAR} reference, never the key itself"
+            )
+
+
+def _expand(value: Any) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in strings; an unset variable without default stays as written."""
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: os.environ.get(m[1], m[2] if m[2] is not None else m[0]), value)
+    if isinstance(value, Mapping):
+        return {k: _expand(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    return value
+
+
+def _mix_error(err: ValidationError, source: str) -> MixError:
+    first = err.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    if first["type"] == "extra_forbidden":
+        valid = _fields_at(loc[:-1])
+        message = f"unknown field '{loc[-1]}'; valid fields: {', '.join(valid)}"
+    elif first["type"] == "missing":
+        message = "required field is missing"
+    else:
+        message = first["msg"]
+        if first["type"] == "union_tag_invalid":
+            message = "'kind' must be one of: propose, judge"
+    field = ".".join(part for part in loc if not _is_union_member(part))
+    more = len(err.errors()) - 1
+    return MixError(source, field, message + (f" (and {more} more error{'s' * (more > 1)})" if more else ""))
+
+
+def _is_union_member(part: str) -> bool:
+    # pydantic puts the tag of a discriminated union (or a member type) into the location: hide it.
+    return part in ("propose", "judge", "str", "Proposer", "list[union[str,Proposer]]") or "[" in part
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    """Return the field names valid at a location of the mix schema."""
+    model: type[BaseModel] = MixSpec
+    from mix_instructions.schema import JudgeStep, ModelSpec, ProposeStep, Proposer
+
+    for part in loc:
+        if model is MixSpec and part == "models":
+            model = ModelSpec
+            continue
+        if part.isdigit() or (model is ModelSpec and part not in ModelSpec.model_fields):
+            continue
+        if part in ("propose", "judge"):
+            model = ProposeStep if part == "propose" else JudgeStep
+            continue
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if part == "models" and model is ProposeStep:
+            model = Proposer
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    return sorted(f.alias or name for name, f in model.model_fields.items())
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())

@@ -1,0 +1,218 @@
+"""The mix-file schema: a declarative description of a model pool and how its models work together."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AggregateSpec",
+    "Constraints",
+    "GateSpec",
+    "JudgeStep",
+    "MixSpec",
+    "ModelSpec",
+    "Objective",
+    "Price",
+    "ProposeStep",
+    "Proposer",
+    "SensitiveRule",
+    "Step",
+    "StopWhen",
+]
+
+PROVIDERS = ("local", "openai", "fake")
+PRIVACY_TIERS = ("local", "private_cloud", "third_party")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Strict):
+    """Price of a model in US dollars per million tokens."""
+
+    input_per_mtok: float = Field(0.0, ge=0, description="USD per 1M input (prompt) tokens.")
+    output_per_mtok: float = Field(0.0, ge=0, description="USD per 1M output (completion) tokens.")
+
+
+class ModelSpec(_Strict):
+    """One model of the pool: where it runs, what it costs, and how far a query may travel to it."""
+
+    provider: Literal["local", "openai", "fake"] = Field(
+        description="Backend: 'local' (embedded, no key, no network), 'openai' (any OpenAI-compatible "
+        "endpoint), 'fake' (scripted replies, for tests)."
+    )
+    model: str = Field(description="Model id at the provider, e.g. 'smollm2-135m-instruct' or 'gpt-4o-mini'.")
+    base_url: str | None = Field(None, description="Endpoint of an OpenAI-compatible server.")
+    api_key: str | None = Field(
+        None, description="API key: write an ${ENV_VAR} reference here, never the secret itself."
+    )
+    price: Price = Field(default_factory=Price, description="Price per 1M input/output tokens.")
+    privacy: Literal["local", "private_cloud", "third_party"] = Field(
+        "third_party",
+        description="Where a query sent to this model goes: 'local' (this machine), 'private_cloud' "
+        "(infrastructure you control), 'third_party' (someone else's service).",
+    )
+    quality: float = Field(
+        0.5, ge=0, le=1, description="Prior probability of a good answer, used when no scorer is trained."
+    )
+    latency_s: float = Field(1.0, gt=0, description="Expected seconds for one call (latency prior).")
+    energy_wh_per_ktok: float = Field(0.0, ge=0, description="Energy per 1,000 tokens processed, in Wh.")
+    grid_gco2_per_kwh: float = Field(
+        400.0, ge=0, description="Carbon intensity of the grid that powers the model, gCO2e per kWh."
+    )
+    max_tokens: int = Field(256, gt=0, description="Most output tokens one call may produce.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds before a call is abandoned.")
+    fallbacks: list[str] = Field(
+        default_factory=list, description="Models of the pool to try, in order, when this one fails."
+    )
+    tags: list[str] = Field(default_factory=list, description="Free labels, e.g. 'math', 'cheap'.")
+    replies: list[str] = Field(
+        default_factory=list, description="provider 'fake' only: the replies it gives, in turn."
+    )
+
+
+class Objective(_Strict):
+    """What the gate optimises: quality per cost, within a budget."""
+
+    alpha: float = Field(
+        0.0, ge=0, description="Cost weight: rank by score / cost**alpha (0 = quality only, Routoo)."
+    )
+    budget_usd: float | None = Field(
+        None, ge=0, description="Most US dollars one query may spend over all its model calls."
+    )
+
+
+class SensitiveRule(_Strict):
+    """Which models may see a sensitive query, and what makes a query sensitive."""
+
+    allow_privacy: list[Literal["local", "private_cloud", "third_party"]] = Field(
+        default_factory=lambda: ["local"], description="Privacy tiers allowed to receive a sensitive query."
+    )
+    patterns: list[str] = Field(
+        default_factory=list,
+        description="Regular expressions; a query matching any is sensitive (besides the caller's flag).",
+    )
+
+
+class Constraints(_Strict):
+    """Hard limits applied before ranking: a model that breaks one is never called."""
+
+    sensitive: SensitiveRule = Field(default_factory=SensitiveRule, description="Rule for sensitive queries.")
+    max_latency_s: float | None = Field(None, gt=0, description="Drop models whose latency prior exceeds this.")
+    max_co2e_g: float | None = Field(
+        None, gt=0, description="Drop models whose worst-case call would emit more gCO2e than this."
+    )
+
+
+class GateSpec(_Strict):
+    """The gate: scores the pool for a query and picks the models that run first."""
+
+    scorer: str = Field("priors", description="'priors' (each model's declared quality).")
+    candidates: list[str] | None = Field(None, description="Models the gate may pick; default: the whole pool.")
+    order: Literal["score", "cost"] = Field(
+        "score",
+        description="'score': best score / cost**alpha first, ties by output cost, input cost, latency "
+        "(RouteMoA); 'cost': cheapest first (a FrugalGPT cascade).",
+    )
+    top_k: int = Field(1, ge=1, description="How many models to select.")
+    objective: Objective = Field(default_factory=Objective, description="Cost weight and budget.")
+    constraints: Constraints = Field(default_factory=Constraints, description="Hard constraints.")
+    min_confidence: float = Field(
+        0.0, ge=0, le=1, description="If the best selected score is below this, use the fallback instead."
+    )
+    fallback: str | None = Field(None, description="Model used when confidence is below min_confidence.")
+
+
+class Proposer(_Strict):
+    """A model with a role: a specialist of a panel."""
+
+    model: str = Field(description="Name of a model of the pool.")
+    role: str = Field(description="Short name of the role, e.g. 'legal'.")
+    instructions: str = Field(description="System instructions that make the model play the role.")
+
+
+class ProposeStep(_Strict):
+    """Models answer, each in its own concurrent call."""
+
+    kind: Literal["propose"] = "propose"
+    name: str = Field(description="Node name in the graph.")
+    models: Literal["selected"] | list[str | Proposer] = Field(
+        "selected",
+        description="'selected' (the gate's or the last judge's choice) or a list of model names or "
+        "{model, role, instructions}.",
+    )
+    prompt: Literal["answer", "improve", "revise"] = Field(
+        "answer",
+        description="'answer' the query (seeing earlier answers, if any, as references, as in MoA); "
+        "'improve' the previous step's answer; 'revise' it following the judge's critique.",
+    )
+    next: str | None = Field(None, description="Step that follows; default: the next in the list, or aggregate.")
+
+
+class StopWhen(_Strict):
+    """When the loop that passes through a judge ends."""
+
+    score_at_least: float | None = Field(
+        None, ge=0, le=1, description="Stop once the best judged score reaches this."
+    )
+    max_rounds: int = Field(3, ge=1, description="Most times the judge runs for one query.")
+
+
+class JudgeStep(_Strict):
+    """Assess the answers: self-assessment by the proposers, cross-assessment by a judge model."""
+
+    kind: Literal["judge"] = "judge"
+    name: str = Field(description="Node name in the graph.")
+    self_assess: bool = Field(
+        True, alias="self", description="Use each proposer's own stated confidence (asked for in its prompt)."
+    )
+    cross: str | None = Field(
+        "top1",
+        description="Who grades the answers: 'top1' (the best-scored model of the layer), a model name, "
+        "or null for none.",
+    )
+    prior_weight: float = Field(
+        0.5, ge=0, le=1, description="Weight of the gate's prior in the blended score (RouteMoA)."
+    )
+    stop_when: StopWhen = Field(default_factory=StopWhen, description="When to stop looping.")
+    otherwise: str | None = Field(
+        None, description="Step to go to when the stop condition is not met; null: never loop."
+    )
+    next: str | None = Field(
+        None, description="Step that follows once the loop stops; default: the next in the list, or aggregate."
+    )
+    then_select: Literal["rerank", "next", "same"] = Field(
+        "rerank",
+        description="Models of the next round: 'rerank' top-k by the judged scores, 'next' the next "
+        "untried model in the gate's order (escalation), 'same' the models of this round.",
+    )
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+Step = Annotated[ProposeStep | JudgeStep, Field(discriminator="kind")]
+
+
+class AggregateSpec(_Strict):
+    """How the final answer is made."""
+
+    mode: Literal["synthesize", "best", "last"] = Field(
+        "best",
+        description="'synthesize' the latest answers with an aggregator model (MoA prompt); 'best' the "
+        "highest-scored answer; 'last' the answer of the last step.",
+    )
+    model: str | None = Field(None, description="Aggregator model ('synthesize' only); 'top1' = best scored.")
+
+
+class MixSpec(_Strict):
+    """A mix: a pool of models, a gate, the steps that run, and how the answer is made."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$", description="Name of the mix.")
+    description: str = Field("", description="What the mix does, in a sentence.")
+    models: dict[str, ModelSpec] = Field(description="The pool, keyed by the names the mix uses.")
+    gate: GateSpec = Field(default_factory=GateSpec, description="Scoring and selection before any model runs.")
+    steps: list[Step] = Field(description="The steps, in order; 'next' and 'otherwise' make other edges.")
+    aggregate: AggregateSpec = Field(default_factory=AggregateSpec, description="How the answer is made.")

@@ -1,0 +1,191 @@
+"""The `moai` command: validate, run, draw, list and describe mixes.
+
+Exit codes: 0 ok, 1 the run failed (every route of the mix failed), 2 bad input (a one-line reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from graphs.compile import build_graph
+    from mix_instructions import MixError, load_spec, resolve_path
+
+    failed = 0
+    for path in args.paths:
+        try:
+            spec = load_spec(path)
+            build_graph(spec, str(resolve_path(path)))
+        except MixError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"ok: {path} ({spec.name}: {len(spec.models)} models, {len(spec.steps)} steps)")
+    return 2 if failed else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from moai.api import load_mix
+    from nodes.context import MixContext
+
+    graph = load_mix(args.mix)
+    context = MixContext(budget_usd=args.budget, top_k=args.top_k)
+    state: dict[str, Any] = {"query": args.query, "sensitive": args.sensitive}
+    if args.stream:
+        result = asyncio.run(_stream(graph, state, context))
+    else:
+        result = asyncio.run(graph.ainvoke(state, context=context))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    if not args.stream:
+        print(result["answer"])
+    print()
+    print(_report(result))
+    return 0
+
+
+async def _stream(graph: Any, state: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Print the aggregator's tokens as they come (or the final answer when no model writes it)."""
+    result: dict[str, Any] = {}
+    printed = False
+    async for mode, chunk in graph.astream(state, context=context, stream_mode=["messages", "values"]):
+        if mode == "messages":
+            message, meta = chunk
+            if meta.get("langgraph_node") == "aggregate" and message.text:
+                print(message.text, end="", flush=True)
+                printed = True
+        else:
+            result = chunk
+    print("" if printed else result["answer"])
+    return {key: result[key] for key in ("answer", "models_used", "calls", "trace")}
+
+
+def _report(result: dict[str, Any]) -> str:
+    rows = [("node", "model", "status", "tokens in", "tokens out", "latency s", "cost $")]
+    for call in result["calls"]:
+        rows.append(
+            (
+                call["node"],
+                call["model"] + (f" (for {call['fallback_for']})" if call["fallback_for"] else ""),
+                call["status"] if call["status"] == "ok" else f"{call['status']}: {call['error']}",
+                str(call["tokens_in"]),
+                str(call["tokens_out"]),
+                f"{call['latency_s']:.2f}",
+                f"{call['cost_usd']:.6f}",
+            )
+        )
+    calls = result["calls"]
+    rows.append(
+        (
+            "total",
+            ", ".join(result["models_used"]),
+            f"{len(calls)} calls",
+            str(sum(c["tokens_in"] for c in calls)),
+            str(sum(c["tokens_out"] for c in calls)),
+            f"{sum(c['latency_s'] for c in calls):.2f}",
+            f"{sum(c['cost_usd'] for c in calls):.6f}",
+        )
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join([f"path: {' -> '.join(result['trace'])}", *lines])
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from moai.api import load_mix
+
+    drawing = load_mix(args.mix).get_graph()
+    print(drawing.draw_mermaid())
+    if args.png:
+        dot = shutil.which("dot")
+        if dot is None:
+            print("error: --png needs Graphviz's dot (apt-get install graphviz)", file=sys.stderr)
+            return 2
+        lines = ["digraph mix {", "  rankdir=TB; node [shape=box, style=rounded, fontname=Helvetica];"]
+        lines += [f'  "{node}";' for node in drawing.nodes]
+        lines += [
+            f'  "{e.source}" -> "{e.target}"' + (" [style=dashed]" if e.conditional else "") + ";" for e in drawing.edges
+        ]
+        subprocess.run([dot, "-Tpng", "-o", str(args.png)], input="\n".join([*lines, "}"]), text=True, check=True)
+        print(f"wrote {args.png}", file=sys.stderr)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from mix_instructions import bundled_mixes, load_spec
+
+    for name in bundled_mixes():
+        print(f"{name:10} {load_spec(name).description}")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from mix_instructions import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moai", description="Mixture-of-AI: declarative mixes of LLMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="check mix files: schema, references, graph shape")
+    p.add_argument("paths", nargs="+", help="mix files (.yaml, .yml, .json) or bundled mix names")
+    p.set_defaults(func=_validate)
+    p = sub.add_parser("run", help="answer a query with a mix")
+    p.add_argument("mix", help="a mix file or a bundled mix name")
+    p.add_argument("query", help="the question")
+    p.add_argument("--sensitive", action="store_true", help="keep the query within the mix's private tiers")
+    p.add_argument("--budget", type=float, default=None, help="most US dollars to spend (overrides the mix)")
+    p.add_argument("--top-k", type=int, default=None, help="how many models the gate picks (overrides the mix)")
+    p.add_argument("--stream", action="store_true", help="print the final answer token by token")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    p.set_defaults(func=_run)
+    p = sub.add_parser("graph", help="draw a mix's graph (Mermaid; PNG with --png)")
+    p.add_argument("mix", help="a mix file or a bundled mix name")
+    p.add_argument("--png", type=Path, default=None, help="also write a PNG here (needs Graphviz)")
+    p.set_defaults(func=_graph)
+    p = sub.add_parser("list", help="list the bundled mixes")
+    p.set_defaults(func=_list)
+    p = sub.add_parser("schema", help="print the JSON Schema of mix files")
+    p.add_argument("--out", default=None, help="write it to this file instead")
+    p.set_defaults(func=_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return its exit code."""
+    from mix_instructions.errors import MixError
+    from nodes._runtime import MixRunError
+    from moai.providers import ProviderError
+
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except MixError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (MixRunError, ProviderError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

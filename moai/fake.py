@@ -1,0 +1,97 @@
+"""A scripted chat model: the `fake` provider, for tests, demos of the graph, and benchmarks of overhead."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import Field, PrivateAttr
+
+__all__ = ["FAIL", "ScriptedChatModel"]
+
+FAIL = "!fail"
+"""A reply that starts with this raises instead of answering, to script a failing model."""
+
+
+class ScriptedChatModel(BaseChatModel):
+    """Reply with scripted texts in turn; count tokens as whitespace-separated words.
+
+    A reply may use `{query}` (the last message's text). A reply starting with `FAIL` raises
+    `RuntimeError` with the rest as its message.
+    """
+
+    replies: Sequence[str] = Field(default_factory=lambda: ["ok"])
+    delay_s: float = 0.0
+    _turn: Iterator[int] = PrivateAttr()
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._turn = itertools.count()
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def _reply(self, messages: list[BaseMessage]) -> AIMessage:
+        with self._lock:
+            text = self.replies[next(self._turn) % len(self.replies)]
+        if text.startswith(FAIL):
+            raise RuntimeError(text[len(FAIL) :].strip() or "scripted failure")
+        query = messages[-1].text if messages else ""
+        text = text.replace("{query}", query)
+        tokens_in = sum(len(m.text.split()) for m in messages)
+        usage = UsageMetadata(
+            input_tokens=tokens_in, output_tokens=len(text.split()), total_tokens=tokens_in + len(text.split())
+        )
+        return AIMessage(content=text, usage_metadata=usage)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return ChatResult(generations=[ChatGeneration(message=self._reply(messages))])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return ChatResult(generations=[ChatGeneration(message=self._reply(messages))])
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        message = self._reply(messages)
+        words = message.text.split(" ")
+        for i, word in enumerate(words):
+            last = i == len(words) - 1
+            chunk = AIMessageChunk(
+                content=word if last else word + " ", usage_metadata=message.usage_metadata if last else None
+            )
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=ChatGenerationChunk(message=chunk))
+            yield ChatGenerationChunk(message=chunk)

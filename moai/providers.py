@@ -1,0 +1,58 @@
+"""The provider registry: how a model declared in a mix becomes a LangChain chat model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from langchain_core.language_models import BaseChatModel
+
+from mix_instructions.schema import ModelSpec
+
+__all__ = ["PROVIDERS", "ProviderError", "make_chat_model"]
+
+
+class ProviderError(RuntimeError):
+    """A model that cannot be built as declared (missing key, missing package)."""
+
+
+def _openai(name: str, spec: ModelSpec) -> BaseChatModel:
+    from langchain_openai import ChatOpenAI
+
+    key = spec.api_key
+    if key is not None and key.startswith("${"):
+        raise ProviderError(f"model '{name}': api_key {key} refers to an environment variable that is not set")
+    return ChatOpenAI(
+        model=spec.model,
+        base_url=spec.base_url,
+        # A self-hosted OpenAI-compatible server usually wants no key, but the client insists on one.
+        api_key=key or ("not-needed" if spec.base_url else None),  # type: ignore[arg-type]
+        max_completion_tokens=spec.max_tokens,
+        temperature=spec.temperature,
+        timeout=spec.timeout_s,
+        max_retries=0,
+        stream_usage=True,
+    )
+
+
+def _local(name: str, spec: ModelSpec) -> BaseChatModel:
+    from moai.local import LocalChatModel
+
+    return LocalChatModel(model=spec.model, max_tokens=spec.max_tokens, temperature=spec.temperature)
+
+
+def _fake(name: str, spec: ModelSpec) -> BaseChatModel:
+    from moai.fake import ScriptedChatModel
+
+    return ScriptedChatModel(replies=spec.replies or [f"{name}: {{query}}"])
+
+
+PROVIDERS: dict[str, Callable[[str, ModelSpec], BaseChatModel]] = {
+    "openai": _openai,
+    "local": _local,
+    "fake": _fake,
+}
+
+
+def make_chat_model(name: str, spec: ModelSpec) -> BaseChatModel:
+    """Build the chat model for a model of a mix, by its provider."""
+    return PROVIDERS[spec.provider](name, spec)

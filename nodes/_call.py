@@ -1,0 +1,120 @@
+"""Every model call of every node goes through here: constraints, fallbacks, and the usage record.
+
+Privacy and budget are enforced at this one place, so no node can send a sensitive query to a model
+outside the allowed tiers, or spend past the budget, whatever the mix's steps say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Literal
+
+from langchain_core.messages import AIMessage, BaseMessage
+
+from nodes._runtime import MixRuntime
+from nodes.state import Call
+from scorer.select import call_cost
+
+__all__ = ["call_model", "worst_case_cost"]
+
+_MESSAGE_OVERHEAD_TOKENS = 16
+"""Chat-template tokens a message may add around its text."""
+
+
+def worst_case_cost(mix: MixRuntime, name: str, messages: list[BaseMessage]) -> float:
+    """Return the most a call can cost: a byte-level tokenizer never makes more tokens than bytes."""
+    spec = mix.spec.models[name]
+    tokens_in = sum(len(m.text.encode()) + _MESSAGE_OVERHEAD_TOKENS for m in messages) + _MESSAGE_OVERHEAD_TOKENS
+    return call_cost(spec, tokens_in, spec.max_tokens)
+
+
+def _record(
+    mix: MixRuntime,
+    node: str,
+    name: str,
+    *,
+    status: Literal["ok", "error", "skipped"],
+    fallback_for: str | None,
+    tokens_in: int = 0,
+    tokens_out: int = 0,
+    latency_s: float = 0.0,
+    error: str | None = None,
+) -> Call:
+    spec = mix.spec.models[name]
+    energy_wh = (tokens_in + tokens_out) / 1000 * spec.energy_wh_per_ktok
+    return Call(
+        node=node,
+        model=name,
+        provider=spec.provider,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        latency_s=latency_s,
+        cost_usd=call_cost(spec, tokens_in, tokens_out),
+        energy_wh=energy_wh,
+        co2e_g=energy_wh / 1000 * spec.grid_gco2_per_kwh,
+        status=status,
+        error=error,
+        fallback_for=fallback_for,
+    )
+
+
+async def call_model(
+    mix: MixRuntime,
+    node: str,
+    name: str,
+    messages: list[BaseMessage],
+    *,
+    sensitive: bool,
+    allowance_usd: float | None,
+) -> tuple[AIMessage | None, str | None, list[Call]]:
+    """Call a model, or its fallbacks in order, within the privacy rule and the allowance.
+
+    Returns:
+        The reply (None if every route failed or was refused), the model that gave it, and a record
+        of every attempt.
+    """
+    calls: list[Call] = []
+    allowed = mix.spec.gate.constraints.sensitive.allow_privacy
+    for candidate in [name, *mix.spec.models[name].fallbacks]:
+        spec = mix.spec.models[candidate]
+        fallback_for = None if candidate == name else name
+        refusal = None
+        if sensitive and spec.privacy not in allowed:
+            refusal = f"privacy '{spec.privacy}' not allowed for a sensitive query"
+        elif allowance_usd is not None and (worst := worst_case_cost(mix, candidate, messages)) > allowance_usd:
+            refusal = f"worst-case cost ${worst:.6f} exceeds the ${allowance_usd:.6f} left"
+        if refusal:
+            calls.append(_record(mix, node, candidate, status="skipped", fallback_for=fallback_for, error=refusal))
+            continue
+        start = time.perf_counter()
+        try:
+            reply = await asyncio.wait_for(mix.chat_model(candidate).ainvoke(messages), spec.timeout_s)
+        except Exception as err:  # noqa: BLE001 - any failure of a model means: try the next route
+            reason = f"timed out after {spec.timeout_s:g}s" if isinstance(err, TimeoutError) else str(err)
+            calls.append(
+                _record(
+                    mix,
+                    node,
+                    candidate,
+                    status="error",
+                    fallback_for=fallback_for,
+                    error=f"{type(err).__name__}: {reason}",
+                    latency_s=time.perf_counter() - start,
+                )
+            )
+            continue
+        usage = reply.usage_metadata or {}
+        call = _record(
+            mix,
+            node,
+            candidate,
+            status="ok",
+            fallback_for=fallback_for,
+            tokens_in=usage.get("input_tokens", 0),
+            tokens_out=usage.get("output_tokens", 0),
+            latency_s=time.perf_counter() - start,
+        )
+        calls.append(call)
+        return reply, candidate, calls
+    return None, None, calls

@@ -1,0 +1,66 @@
+"""The aggregator: synthesise the final answer from the latest proposals, or pass the best one through."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from nodes._call import call_model
+from nodes._dispatch import budget_of, remaining_budget
+from nodes._prompts import aggregate_messages
+from nodes._runtime import MixRunError, MixRuntime, nothing_answered
+from nodes.context import MixContext
+from nodes.state import Call, MixState, Proposal
+
+__all__ = ["best_proposal", "make_aggregate"]
+
+
+def best_proposal(state: MixState, proposals: list[Proposal]) -> Proposal:
+    """Return the proposal with the highest judged (else predicted) score; the latest wins ties."""
+    judged = {(v["layer"], v["model"], v["step"]): v["score"] for v in state.get("verdicts", [])}
+
+    def key(item: tuple[int, Proposal]) -> tuple[float, int, int]:
+        i, p = item
+        score = judged.get((p["layer"], p["model"], p["step"]), state["scores"].get(p["model"], 0.0))
+        return score, p["layer"], -i
+
+    return max(enumerate(proposals), key=key)[1]
+
+
+def make_aggregate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, dict[str, Any]]]:
+    """Return the aggregate node."""
+    spec = mix.spec.aggregate
+
+    async def aggregate(state: MixState, runtime: Runtime[MixContext]) -> dict[str, Any]:
+        proposals = state.get("proposals", [])
+        if not proposals:
+            raise MixRunError(nothing_answered(mix.spec.name, state.get("calls", [])))
+        last_layer = max(p["layer"] for p in proposals)
+        latest = [p for p in proposals if p["layer"] == last_layer]
+        calls: list[Call] = []
+        answer = best_proposal(state, proposals if spec.mode == "best" else latest)["content"]
+        trace = f"aggregate:{spec.mode}"
+        if spec.mode == "synthesize" and len(latest) > 1:
+            model = spec.model if spec.model != "top1" else max(state["scores"], key=state["scores"].__getitem__)
+            assert model is not None
+            reply, _, calls = await call_model(
+                mix,
+                "aggregate",
+                model,
+                aggregate_messages(state["query"], [p["content"] for p in latest]),
+                sensitive=state["sensitive"],
+                allowance_usd=remaining_budget(budget_of(mix, runtime.context), state),
+            )
+            if reply is not None:
+                answer = reply.text
+            else:
+                trace = "aggregate:best"  # the aggregator failed or was refused: the best answer stands
+        elif spec.mode == "synthesize":
+            trace = "aggregate:single"
+        all_calls = [*state.get("calls", []), *calls]
+        used = list(dict.fromkeys(c["model"] for c in all_calls if c["status"] == "ok"))
+        return {"answer": answer, "calls": calls, "models_used": used, "trace": [trace]}
+
+    return aggregate

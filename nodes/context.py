@@ -1,0 +1,19 @@
+"""Run-time knobs of a mix, passed per call as LangGraph's context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["MixContext"]
+
+
+@dataclass(kw_only=True)
+class MixContext:
+    """Settings a caller may change per run without editing the mix."""
+
+    budget_usd: float | None = field(
+        default=None, metadata={"description": "Most US dollars this query may spend; overrides the mix's budget."}
+    )
+    top_k: int | None = field(
+        default=None, metadata={"description": "How many models the gate selects; overrides the mix's top_k."}
+    )

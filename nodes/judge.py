@@ -1,0 +1,113 @@
+"""The judge: self- and cross-assessment of the latest answers, blended with the gate's prior; then stop or loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from statistics import fmean
+from typing import Any
+
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from mix_instructions._check import step_successors
+from mix_instructions.schema import JudgeStep
+from nodes._call import call_model
+from nodes._dispatch import budget_of, remaining_budget, route_to
+from nodes._prompts import judge_messages, parse_judgement
+from nodes._runtime import MixRunError, MixRuntime, nothing_answered
+from nodes.context import MixContext
+from nodes.state import Call, MixState, Proposal, Verdict
+from nodes.stop import stop_reason
+
+__all__ = ["make_judge"]
+
+
+def make_judge(mix: MixRuntime, step: JudgeStep) -> Callable[..., Coroutine[Any, Any, Command[Any]]]:
+    """Return the node of a judge step."""
+    exit_to = step_successors(mix.spec)[step.name]
+
+    async def judge(state: MixState, runtime: Runtime[MixContext]) -> Command[Any]:
+        budget = budget_of(mix, runtime.context)
+        latest = [p for p in state["proposals"] if p["layer"] == state["layer"]]
+        if not latest:
+            if not state["proposals"]:
+                raise MixRunError(nothing_answered(mix.spec.name, state["calls"]))
+            latest = [p for p in state["proposals"] if p["layer"] == max(q["layer"] for q in state["proposals"])]
+        cross: list[float | None] = [None] * len(latest)
+        critique: str | None = None
+        calls: list[Call] = []
+        judge_model = _judge_model(step, latest, state["scores"])
+        if judge_model is not None:
+            reply, _, calls = await call_model(
+                mix,
+                step.name,
+                judge_model,
+                judge_messages(state["query"], [p["content"] for p in latest]),
+                sensitive=state["sensitive"],
+                allowance_usd=remaining_budget(budget, state),
+            )
+            if reply is not None:
+                cross, critique = parse_judgement(reply.text, len(latest))
+        verdicts = [_verdict(step, p, c, state["gate"]["scores"], critique) for p, c in zip(latest, cross, strict=True)]
+        scores = dict(state["scores"])
+        for model in {v["model"] for v in verdicts}:
+            scores[model] = fmean(v["score"] for v in verdicts if v["model"] == model)
+        rounds = state["rounds"] | {step.name: state["rounds"].get(step.name, 0) + 1}
+        selected, tried = _next_selection(mix, step, state, scores)
+        after = {**state, "calls": state["calls"] + calls, "selected": selected}
+        reason = stop_reason(
+            step, max(v["score"] for v in verdicts), rounds[step.name], remaining_budget(budget, after), bool(selected)
+        )
+        update: dict[str, Any] = {
+            "verdicts": verdicts,
+            "calls": calls,
+            "scores": scores,
+            "rounds": rounds,
+            "trace": [f"{step.name}:{'stop' if reason else 'again'}"],
+        }
+        if reason is None:
+            update |= {"selected": selected, "tried": tried}
+        more, goto = route_to(mix, after, exit_to if reason else step.otherwise or exit_to, budget)
+        return Command(update=update | more, goto=goto)
+
+    judge.__name__ = step.name
+    return judge
+
+
+def _judge_model(step: JudgeStep, latest: list[Proposal], scores: dict[str, float]) -> str | None:
+    if step.cross != "top1":
+        return step.cross
+    return max((p["model"] for p in latest), key=lambda model: scores[model])
+
+
+def _verdict(
+    step: JudgeStep, proposal: Proposal, cross: float | None, prior: dict[str, float], critique: str | None
+) -> Verdict:
+    observed = [s for s in (proposal["confidence"] if step.self_assess else None, cross) if s is not None]
+    base = prior.get(proposal["model"], 0.5)
+    score = step.prior_weight * base + (1 - step.prior_weight) * fmean(observed) if observed else base
+    return Verdict(
+        step=step.name,
+        layer=proposal["layer"],
+        model=proposal["model"],
+        self_score=proposal["confidence"] if step.self_assess else None,
+        cross_score=cross,
+        score=score,
+        critique=critique,
+    )
+
+
+def _next_selection(
+    mix: MixRuntime, step: JudgeStep, state: MixState, scores: dict[str, float]
+) -> tuple[list[str], list[str]]:
+    """Return the models of the next round and every model tried so far."""
+    ranking = state["gate"]["ranking"]
+    if step.then_select == "same":
+        selected = list(state["selected"])
+    elif step.then_select == "next":
+        selected = [name for name in ranking if name not in state["tried"]][:1]
+    else:
+        top_k = len(state["gate"]["selected"])
+        selected = sorted(ranking, key=lambda name: -scores[name])[:top_k]
+    return selected, list(dict.fromkeys([*state["tried"], *selected]))
+

@@ -1,0 +1,116 @@
+"""The state a mix graph carries from node to node, and the records its nodes append."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Literal
+
+from typing_extensions import NotRequired, TypedDict
+
+__all__ = ["Call", "GateDecision", "MixInput", "MixOutput", "MixState", "Proposal", "ProposeTask", "Verdict"]
+
+
+class Call(TypedDict):
+    """One model call, whatever its outcome."""
+
+    node: str
+    model: str
+    provider: str
+    tokens_in: int
+    tokens_out: int
+    latency_s: float
+    cost_usd: float
+    energy_wh: float
+    co2e_g: float
+    status: Literal["ok", "error", "skipped"]
+    error: str | None
+    fallback_for: str | None
+
+
+class Proposal(TypedDict):
+    """An answer from one model at one step of one layer."""
+
+    step: str
+    layer: int
+    model: str
+    role: str | None
+    content: str
+    confidence: float | None
+
+
+class Verdict(TypedDict):
+    """A judge's assessment of one proposal."""
+
+    step: str
+    layer: int
+    model: str
+    self_score: float | None
+    cross_score: float | None
+    score: float
+    critique: str | None
+
+
+class GateDecision(TypedDict):
+    """What the gate saw and chose."""
+
+    scores: dict[str, float]
+    ranking: list[str]
+    excluded: dict[str, str]
+    selected: list[str]
+    sensitive: bool
+    fallback_used: bool
+
+
+class ProposeTask(TypedDict):
+    """What one concurrent proposer call receives through `Send`."""
+
+    query: str
+    sensitive: bool
+    step: str
+    layer: int
+    model: str
+    role: str | None
+    instructions: str | None
+    references: list[str]
+    critique: str | None
+    ask_confidence: bool
+    allowance_usd: float | None
+
+
+class MixInput(TypedDict):
+    """What a caller passes in."""
+
+    query: str
+    sensitive: NotRequired[bool]
+
+
+class MixOutput(TypedDict):
+    """What a caller gets back."""
+
+    answer: str
+    models_used: list[str]
+    calls: list[Call]
+    trace: list[str]
+
+
+class MixState(TypedDict):
+    """The full state of one query through a mix.
+
+    Keys written by concurrent proposers (`proposals`, `calls`) and by every node (`trace`) have list
+    reducers, so each layer's records are kept.
+    """
+
+    query: str
+    sensitive: bool
+    gate: GateDecision
+    scores: dict[str, float]
+    selected: list[str]
+    tried: list[str]
+    layer: int
+    rounds: dict[str, int]
+    proposals: Annotated[list[Proposal], operator.add]
+    verdicts: Annotated[list[Verdict], operator.add]
+    calls: Annotated[list[Call], operator.add]
+    trace: Annotated[list[str], operator.add]
+    answer: str
+    models_used: list[str]
