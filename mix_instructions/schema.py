@@ -176,7 +176,7 @@ class JudgeStep(_Strict):
         "or null for none.",
     )
     prior_weight: float = Field(
-        0.5, ge=0, le=1, description="Weight of the gate's prior in the blended score (RouteMoA)."
+        0.3, ge=0, le=1, description="Weight of the gate's prior in the blended score (RouteMoA)."
     )
     stop_when: StopWhen = Field(default_factory=StopWhen, description="When to stop looping.")
     otherwise: str | None = Field(

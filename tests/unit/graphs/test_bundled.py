@@ -1,0 +1,97 @@
+"""Every bundled mix: parsed, compiled, drawn, and invoked on scripted models, down to the exact path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import fake_bundled
+
+from mix_instructions import bundled_mixes, load_spec
+from moai.api import build_mix
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+# mix -> (scripted replies per model, expected path, expected answer)
+CASES: dict[str, tuple[dict[str, list[str]], list[str], str]] = {
+    "route": (
+        {"smol": ["Paris."]},
+        ["gate", "answer[smol]", "aggregate:best"],
+        "Paris.",
+    ),
+    "moa": (
+        {"smol": ["s1", "s2", "merged answer"], "gemma": ["g1", "g2"]},
+        ["gate", "layer1[smol]", "layer1[gemma]", "before_layer2", "layer2[smol]", "layer2[gemma]", "aggregate:synthesize"],
+        "merged answer",
+    ),
+    "routemoa": (
+        {"smol": ["S1\nConfidence: 1.0", "Answer 1: 10\nAnswer 2: 6\nCritique: fine", "final"], "gemma": ["G1"]},
+        ["gate", "propose[smol]", "propose[gemma]", "judge:stop", "aggregate:synthesize"],
+        "final",
+    ),
+    "cascade": (
+        {"smol": ["unsure\nConfidence: 0.1"], "gemma": ["sure\nConfidence: 0.95"]},
+        ["gate", "try[smol]", "check:again", "try[gemma]", "check:stop", "aggregate:best"],
+        "sure",
+    ),
+    "chain": (
+        {"gemma": ["draft"], "smol": ["improved"]},
+        ["gate", "draft[gemma]", "before_improve", "improve[smol]", "aggregate:last"],
+        "improved",
+    ),
+    "refine": (
+        {"smol": ["first", "second"], "gemma": ["Answer 1: 4\nCritique: too short", "Answer 1: 10\nCritique: good"]},
+        ["gate", "draft[smol]", "critique:again", "revise[smol]", "critique:stop", "aggregate:last"],
+        "second",
+    ),
+    "panel": (
+        {"smol": ["legal view", "both views"], "gemma": ["ethical view"]},
+        ["gate", "analyses[smol/legal]", "analyses[gemma/ethics]", "aggregate:synthesize"],
+        "both views",
+    ),
+}
+
+
+def test_every_bundled_mix_has_a_case() -> None:
+    assert sorted(CASES) == bundled_mixes()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+async def test_bundled_mix_runs_its_path(name: str) -> None:
+    replies, path, answer = CASES[name]
+    graph = build_mix(fake_bundled(name, replies)).compile()
+    result: dict[str, Any] = await graph.ainvoke({"query": "What is the capital of France?"})
+    assert result["trace"] == path
+    assert result["answer"] == answer
+    assert all(call["status"] == "ok" for call in result["calls"])
+    assert set(result["models_used"]) == {call["model"] for call in result["calls"]}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bundled_mix_draws_as_pinned(name: str) -> None:
+    drawing = build_mix(load_spec(name)).compile().get_graph().draw_mermaid()
+    assert drawing == (SNAPSHOTS / f"{name}.mmd").read_text(encoding="utf-8")
+
+
+async def test_routemoa_loops_reranks_and_lets_the_new_top_model_judge() -> None:
+    # Round 1: smol judges; blended scores smol 0.3*0.45+0.7*0.2 = 0.275 < gemma 0.3*0.4+0.7*0.3 = 0.33,
+    # so round 2 reranks gemma first and gemma, now top, judges; after 2 rounds the loop stops and the
+    # best-scored model (gemma: 0.3*0.4+0.7*0.6 = 0.54) aggregates.
+    replies = {
+        "smol": ["S1\nConfidence: 0.2", "Answer 1: 2\nAnswer 2: 3\nCritique: both weak", "S2"],
+        "gemma": ["G1\nConfidence: 0.3", "G2", "Answer 1: 6\nAnswer 2: 5", "merged"],
+    }
+    result = await build_mix(fake_bundled("routemoa", replies)).compile().ainvoke({"query": "q"})
+    assert result["trace"] == [
+        "gate",
+        "propose[smol]",
+        "propose[gemma]",
+        "judge:again",
+        "propose[gemma]",
+        "propose[smol]",
+        "judge:stop",
+        "aggregate:synthesize",
+    ]
+    assert [(c["node"], c["model"]) for c in result["calls"]][-2:] == [("judge", "gemma"), ("aggregate", "gemma")]
+    assert result["answer"] == "merged"
