@@ -164,26 +164,29 @@ async def measure(delay_s: float, n: int, warmup: int) -> dict[str, list[float]]
 
 def report(results: dict[float, dict[str, list[float]]], command: str) -> str:
     rows = [
-        "| latency/call | variant | queries | mean ms | p50 ms | mean / plain | p50 / plain | ms per node over plain |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| latency/call | variant | queries | mean ms | p50 ms | mean / plain | p50 / plain | ms/query over plain "
+        "| ms/node over plain (0 ms) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     notes = []
     for delay_s, times in results.items():
         mean = {v: statistics.fmean(times[v]) for v in VARIANTS}
         p50 = {v: statistics.median(times[v]) for v in VARIANTS}
         for v in VARIANTS:
-            per_node = (mean[v] - mean["plain"]) / NODES_PER_QUERY
+            over = mean[v] - mean["plain"]
+            per_node = f"{over / NODES_PER_QUERY:.3f}" if delay_s == 0 and v != "plain" else ""
             rows.append(
                 f"| {delay_s * 1000:g} ms | {v} | {len(times[v])} | {mean[v]:.2f} | {p50[v]:.2f} | "
                 f"{mean[v] / mean['plain']:.2f}x | {p50[v] / p50['plain']:.2f}x | "
-                f"{'' if v == 'plain' else f'{per_node:.3f}'} |"
+                f"{'' if v == 'plain' else f'{over:.2f}'} | {per_node} |"
             )
         if delay_s == 0:
             floor = (mean["langgraph"] - mean["plain"]) / NODES_PER_QUERY
             extra = (mean["moai"] - mean["langgraph"]) / NODES_PER_QUERY
             notes.append(
                 f"- At 0 ms, per node executed ({NODES_PER_QUERY} a query): LangGraph's own loop costs {floor:.3f} ms "
-                f"(the floor); moai adds {extra:.3f} ms on top (moai / langgraph = {mean['moai'] / mean['langgraph']:.2f}x)."
+                f"(the floor); moai adds {extra:.3f} ms on top "
+                f"(moai / langgraph = {mean['moai'] / mean['langgraph']:.2f}x)."
             )
         else:
             ratio = mean["moai"] / mean["plain"]

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph import END, START, StateGraph
 
 from mix_instructions._check import check_mix, step_successors
@@ -16,6 +22,19 @@ from nodes.stop import make_next_layer
 from nodes._runtime import MixRuntime
 
 __all__ = ["build_graph"]
+
+
+def _sync_and_async(afunc: Callable[..., Awaitable[Any]]) -> RunnableCallable:
+    """Let an async node run under `invoke` too (LangGraph's prebuilt agents pair func and afunc likewise).
+
+    Sync invocation runs each node task in a worker thread, where a fresh event loop is free to use.
+    """
+
+    @functools.wraps(afunc)
+    def func(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(afunc(*args, **kwargs))  # type: ignore[arg-type]
+
+    return RunnableCallable(func, afunc, name=afunc.__name__)
 
 
 def build_graph(spec: MixSpec, source: str = "<mix>") -> StateGraph[MixState, MixContext, MixInput, MixOutput]:
@@ -34,21 +53,21 @@ def build_graph(spec: MixSpec, source: str = "<mix>") -> StateGraph[MixState, Mi
     propose_steps = {step.name for step in spec.steps if isinstance(step, ProposeStep)}
     builder = StateGraph(MixState, context_schema=MixContext, input_schema=MixInput, output_schema=MixOutput)
 
-    builder.add_node("gate", make_gate(mix), destinations=(spec.steps[0].name,))
+    builder.add_node("gate", _sync_and_async(make_gate(mix)), destinations=(spec.steps[0].name,))
     for step in spec.steps:
         target = successors[step.name]
         if isinstance(step, ProposeStep):
-            builder.add_node(step.name, make_propose(mix, step))
+            builder.add_node(step.name, _sync_and_async(make_propose(mix, step)))
             if target in propose_steps:
                 join = f"before_{target}"
-                builder.add_node(join, make_next_layer(mix, target), defer=True, destinations=(target,))
+                builder.add_node(join, _sync_and_async(make_next_layer(mix, target)), defer=True, destinations=(target,))
                 target = join
             builder.add_edge(step.name, target)
         else:
             assert isinstance(step, JudgeStep)
             exits = tuple(dict.fromkeys(t for t in (target, step.otherwise) if t is not None))
-            builder.add_node(step.name, make_judge(mix, step), defer=True, destinations=exits)
-    builder.add_node("aggregate", make_aggregate(mix), defer=True)
+            builder.add_node(step.name, _sync_and_async(make_judge(mix, step)), defer=True, destinations=exits)
+    builder.add_node("aggregate", _sync_and_async(make_aggregate(mix)), defer=True)
     builder.add_edge(START, "gate")
     builder.add_edge("aggregate", END)
     return builder

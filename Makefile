@@ -1,0 +1,49 @@
+# The commands the README gives. `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+QUESTION ?= What is the capital of France?
+MIX ?= routemoa
+PORT ?= 2024
+
+.PHONY: setup demo test unit studio bench lint schema clean
+
+setup: $(STAMP)
+
+# torch first, pinned: a CPU build that pip takes from this machine's disk (an unpinned torch pulls CUDA).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[local,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/moai run $(MIX) "$(QUESTION)"
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest ran no test" >&2; exit 1; fi; exit $$status
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q -p no:cacheprovider
+
+studio: $(STAMP)
+	LANGGRAPH_CLI_NO_ANALYTICS=1 LANGGRAPH_NO_VERSION_CHECK=true LANGSMITH_API_KEY= \
+	$(VENV)/bin/langgraph dev --host 127.0.0.1 --port $(PORT) --no-browser
+
+bench: $(STAMP)
+	$(PY) bench/overhead.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy graphs nodes mix_instructions scorer moai
+
+schema: $(STAMP)
+	$(VENV)/bin/moai schema --out mix_instructions/mix.schema.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

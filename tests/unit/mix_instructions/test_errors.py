@@ -1,0 +1,370 @@
+"""Every kind of mistake in a mix file raises a MixError naming the file, the exact field and the way out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from graphs.compile import build_graph
+from mix_instructions import MixError, bundled_mixes, load_spec
+
+GOOD_MODELS: dict[str, dict[str, Any]] = {
+    "gpt": {"provider": "openai", "model": "gpt-4o-mini", "api_key": "${OPENAI_API_KEY}"},
+    "smol": {"provider": "fake", "model": "smol", "privacy": "local"},
+}
+POOL = "gpt, smol"
+
+
+def P(name: str, **fields: Any) -> dict[str, Any]:
+    return {"kind": "propose", "name": name, **fields}
+
+
+def J(name: str, **fields: Any) -> dict[str, Any]:
+    return {"kind": "judge", "name": name, **fields}
+
+
+def models(**changes: dict[str, Any]) -> dict[str, Any]:
+    """The good pool with some fields of some models replaced."""
+    return {name: {**spec, **changes.get(name, {})} for name, spec in GOOD_MODELS.items()}
+
+
+def mix(**top: Any) -> str:
+    """YAML of a valid mix with top-level fields replaced (the value None removes the field)."""
+    data: dict[str, Any] = {"name": "broken", "models": models(), "steps": [P("answer")]}
+    for key, value in top.items():
+        if value is None:
+            data.pop(key)
+        else:
+            data[key] = value
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+@dataclass(frozen=True)
+class Case:
+    text: str
+    field: str
+    words: tuple[str, ...]
+    suffix: str = ".yaml"
+    marks: tuple[Any, ...] = field(default=())
+
+
+LOOP = J("check", cross=None, otherwise="answer")
+CASES: dict[str, Case] = {
+    "unparsable_yaml": Case("name: [unclosed\nmodels: {\n", "", ("cannot be parsed",)),
+    "json_syntax_error": Case('{"name": "broken", "models": {},}', "", ("cannot be parsed",), ".json"),
+    "not_a_mapping": Case("- gpt\n- smol\n", "", ("mapping", "not list")),
+    "missing_models": Case(mix(models=None), "models", ("required",)),
+    "empty_pool": Case(mix(models={}), "models", ("pool is empty",)),
+    "missing_steps": Case(mix(steps=None), "steps", ("required",)),
+    "empty_steps": Case(mix(steps=[]), "steps", ("no steps", "propose")),
+    "steps_not_a_list": Case(mix(steps="answer"), "steps", ("valid list",)),
+    "model_not_a_mapping": Case(mix(models={"gpt": "gpt-4o"}), "models.gpt", ("valid dictionary",)),
+    "misspelt_top_level_key": Case(
+        mix(descripton="typo"), "descripton", ("unknown field 'descripton'", "aggregate, description, gate, models")
+    ),
+    "misspelt_gate_key": Case(
+        mix(gate={"top_kk": 2}), "gate.top_kk", ("unknown field 'top_kk'", "candidates", "min_confidence", "top_k")
+    ),
+    "misspelt_model_key": Case(
+        mix(models=models(gpt={"prize": {}})), "models.gpt.prize", ("unknown field 'prize'", "price", "provider")
+    ),
+    "misspelt_price_key": Case(
+        mix(models=models(gpt={"price": {"input": 1}})),
+        "models.gpt.price.input",
+        ("input_per_mtok, output_per_mtok",),
+    ),
+    "misspelt_judge_key": Case(
+        mix(steps=[P("answer"), J("check", crosss="gpt")]), "steps.1.crosss", ("cross", "otherwise", "self", "stop_when")
+    ),
+    "misspelt_stop_when_key": Case(
+        mix(steps=[P("answer"), J("check", stop_when={"max_round": 2})]),
+        "steps.1.stop_when.max_round",
+        ("max_rounds, score_at_least",),
+    ),
+    "misspelt_sensitive_key": Case(
+        mix(gate={"constraints": {"sensitive": {"patternz": ["x"]}}}),
+        "gate.constraints.sensitive.patternz",
+        ("allow_privacy, patterns",),
+    ),
+    "wrong_provider": Case(
+        mix(models=models(gpt={"provider": "anthropic"})), "models.gpt.provider", ("'local'", "'openai'", "'fake'")
+    ),
+    "wrong_privacy": Case(
+        mix(models=models(smol={"privacy": "public"})),
+        "models.smol.privacy",
+        ("'local'", "'private_cloud'", "'third_party'"),
+    ),
+    "wrong_allow_privacy": Case(
+        mix(gate={"constraints": {"sensitive": {"allow_privacy": ["local", "vpn"]}}}),
+        "gate.constraints.sensitive.allow_privacy.1",
+        ("'local'", "'private_cloud'", "'third_party'"),
+    ),
+    "negative_price": Case(
+        mix(models=models(gpt={"price": {"output_per_mtok": -0.5}})),
+        "models.gpt.price.output_per_mtok",
+        ("greater than or equal to 0",),
+    ),
+    "negative_budget": Case(
+        mix(gate={"objective": {"budget_usd": -1}}), "gate.objective.budget_usd", ("greater than or equal to 0",)
+    ),
+    "quality_above_one": Case(
+        mix(models=models(smol={"quality": 1.5})), "models.smol.quality", ("less than or equal to 1",)
+    ),
+    "zero_max_tokens": Case(mix(models=models(smol={"max_tokens": 0})), "models.smol.max_tokens", ("greater than 0",)),
+    "top_k_not_a_number": Case(mix(gate={"top_k": "three"}), "gate.top_k", ("valid integer",)),
+    "bad_mix_name": Case(mix(name="my mix"), "name", ("pattern",)),
+    "wrong_aggregate_mode": Case(
+        mix(aggregate={"mode": "vote"}), "aggregate.mode", ("'synthesize'", "'best'", "'last'")
+    ),
+    "unknown_step_kind": Case(mix(steps=[{"kind": "vote", "name": "v"}]), "steps.0", ("kind", "propose, judge")),
+    "step_without_kind": Case(mix(steps=[{"name": "answer"}]), "steps.0", ("'kind'",)),
+    "unknown_scorer": Case(mix(gate={"scorer": "bert"}), "gate.scorer", ("'bert'", "priors")),
+    "undeclared_candidate": Case(
+        mix(gate={"candidates": ["smol", "claude"]}), "gate.candidates.1", ("'claude'", "not declared", POOL)
+    ),
+    "no_candidates": Case(mix(gate={"candidates": []}), "gate.candidates", ("no candidates", POOL)),
+    "undeclared_gate_fallback": Case(
+        mix(gate={"min_confidence": 0.5, "fallback": "claude"}), "gate.fallback", ("'claude'", POOL)
+    ),
+    "undeclared_step_model": Case(
+        mix(steps=[P("answer", models=["gpt", "claude"])]), "steps.0.models.1", ("'claude'", POOL)
+    ),
+    "undeclared_proposer_model": Case(
+        mix(steps=[P("answer", models=[{"model": "claude", "role": "r", "instructions": "i"}])]),
+        "steps.0.models.0",
+        ("'claude'", POOL),
+    ),
+    "empty_step_models": Case(mix(steps=[P("answer", models=[])]), "steps.0.models", ("selected", POOL)),
+    "undeclared_model_fallback": Case(
+        mix(models=models(gpt={"fallbacks": ["claude"]})), "models.gpt.fallbacks.0", ("'claude'", POOL)
+    ),
+    "model_is_own_fallback": Case(
+        mix(models=models(gpt={"fallbacks": ["smol", "gpt"]})), "models.gpt.fallbacks.1", ("own fallback",)
+    ),
+    "undeclared_judge_cross": Case(
+        mix(steps=[P("answer"), J("check", cross="claude")]), "steps.1.cross", ("'claude'", "top1", POOL)
+    ),
+    "undeclared_aggregate_model": Case(
+        mix(aggregate={"mode": "synthesize", "model": "claude"}), "aggregate.model", ("'claude'", "top1", POOL)
+    ),
+    "synthesize_without_model": Case(
+        mix(aggregate={"mode": "synthesize"}), "aggregate.model", ("synthesize", "top1")
+    ),
+    "replies_on_real_provider": Case(
+        mix(models=models(gpt={"replies": ["hi"]})), "models.gpt.replies", ("'fake'",)
+    ),
+    "top_k_above_candidates": Case(mix(gate={"top_k": 3}), "gate.top_k", ("3 exceeds the 2 candidate",)),
+    "top_k_above_listed_candidates": Case(
+        mix(gate={"top_k": 2, "candidates": ["smol"]}), "gate.top_k", ("2 exceeds the 1 candidate",)
+    ),
+    "min_confidence_without_fallback": Case(
+        mix(gate={"min_confidence": 0.3}), "gate.fallback", ("min_confidence",)
+    ),
+    "duplicate_step_names": Case(
+        mix(steps=[P("answer"), J("check"), P("answer")]), "steps.0.name", ("'answer'", "twice")
+    ),
+    "reserved_step_name": Case(
+        mix(steps=[P("aggregate")]), "steps.0.name", ("'aggregate' is reserved", "gate, aggregate, __start__, __end__")
+    ),
+    "first_step_a_judge": Case(mix(steps=[J("check"), P("answer")]), "steps.0.kind", ("first step", "'propose'")),
+    "otherwise_unknown_step": Case(
+        mix(steps=[P("answer"), J("check", otherwise="retry")]),
+        "steps.1.otherwise",
+        ("no step 'retry'", "answer, check, aggregate"),
+    ),
+    "next_unknown_step": Case(
+        mix(steps=[P("answer", next="polish")]), "steps.0.next", ("no step 'polish'", "answer, aggregate")
+    ),
+    "next_self_loop": Case(
+        mix(steps=[P("answer", next="answer")]), "steps.0.next", ("cycle answer -> answer", "no reachable stop")
+    ),
+    "judge_next_self_loop": Case(
+        mix(steps=[P("answer"), J("check", next="check")]), "steps.1.next", ("cycle check -> check", "otherwise")
+    ),
+    "next_cycle_without_judge": Case(
+        mix(steps=[P("answer"), P("polish", next="answer")]),
+        "steps.1.next",
+        ("cycle", "answer", "polish", "no reachable stop"),
+        marks=(
+            pytest.mark.xfail(
+                strict=True,
+                raises=AssertionError,
+                reason="BUG _check.py:109: the cycle is reported at the `next` of the step it re-enters "
+                "(steps.0.next, a field the file does not have) instead of the edge that closes it",
+            ),
+        ),
+    ),
+    "unreachable_step": Case(
+        mix(steps=[P("answer", next="aggregate"), P("extra")]), "steps.1", ("'extra'", "never reached", "'answer'")
+    ),
+    "unreachable_after_loop": Case(
+        mix(steps=[P("answer"), {**LOOP, "next": "aggregate"}, P("extra")]), "steps.2", ("'extra'", "never reached")
+    ),
+    "invalid_regex": Case(
+        mix(gate={"constraints": {"sensitive": {"patterns": [r"\bssn\b", "(unclosed"]}}}),
+        "gate.constraints.sensitive.patterns.1",
+        ("not a regular expression",),
+    ),
+    "literal_api_key": Case(
+        mix(models=models(gpt={"api_key": "sk-live-1234567890"})), "models.gpt.api_key", ("${ENV_VAR}",)
+    ),
+    "json_wrong_provider": Case(
+        '{"name": "j", "models": {"gpt": {"provider": "azure", "model": "x"}}, "steps": [{"name": "a"}]}',
+        "models.gpt.provider",
+        ("'local'", "'openai'", "'fake'"),
+        ".json",
+    ),
+    "yml_undeclared_fallback": Case(
+        mix(models=models(smol={"fallbacks": ["gemma"]})), "models.smol.fallbacks.0", ("'gemma'", POOL), ".yml"
+    ),
+    "misspelt_required_key": Case(
+        mix(models=None, modles=models()),
+        "models",
+        ("modles",),
+        marks=(
+            pytest.mark.xfail(
+                strict=True,
+                raises=AssertionError,
+                reason="BUG load.py:_mix_error: a misspelt required key reports only 'required field is "
+                "missing (and 1 more error)', never naming the misspelling 'modles' or the valid fields",
+            ),
+        ),
+    ),
+    "misspelt_proposer_key": Case(
+        mix(steps=[P("answer", models=[{"model": "gpt", "role": "r", "instruction": "i"}])]),
+        "steps.0.models.0.instruction",
+        ("unknown field 'instruction'", "instructions, model, role"),
+        marks=(
+            pytest.mark.xfail(
+                strict=True,
+                raises=AssertionError,
+                reason="BUG load.py:_mix_error reports the first union error ('steps.0.models: Input should "
+                "be 'selected' (and 2 more errors)') instead of the misspelt proposer field",
+            ),
+        ),
+    ),
+    # Compile-time only: the join node LangGraph gets between two propose steps is named before_<step>.
+    "step_name_clashes_with_join": Case(
+        mix(steps=[P("answer"), P("polish"), P("before_polish")]),
+        "steps.2.name",
+        ("before_polish",),
+        marks=(
+            pytest.mark.xfail(
+                strict=True,
+                raises=ValueError,
+                reason="BUG graphs/compile.py: build_graph raises LangGraph's ValueError 'Node `before_polish` "
+                "already present' instead of a MixError; _check.py does not reserve before_<step> names",
+            ),
+        ),
+    ),
+    "step_name_with_reserved_character": Case(
+        mix(steps=[P("answer:v2")]),
+        "steps.0.name",
+        ("answer:v2",),
+        marks=(
+            pytest.mark.xfail(
+                strict=True,
+                raises=ValueError,
+                reason="BUG _check.py/graphs/compile.py: a step name with ':' or '|' passes the checks, then "
+                "build_graph raises LangGraph's ValueError instead of a MixError",
+            ),
+        ),
+    ),
+}
+
+
+def _load_and_compile(path: Path) -> None:
+    spec = load_spec(path)
+    build_graph(spec, str(path)).compile()
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=k, marks=c.marks) for k, c in CASES.items()])
+def test_mistake_names_file_field_and_choices(tmp_path: Path, case: Case) -> None:
+    path = tmp_path / f"broken{case.suffix}"
+    path.write_text(case.text, encoding="utf-8")
+    with pytest.raises(MixError) as caught:
+        _load_and_compile(path)
+    err = caught.value
+    assert err.source == str(path)
+    assert err.field == case.field, err.message
+    for word in case.words:
+        assert word in err.message, f"{word!r} not in {err.message!r}"
+    where = f"{path}: {case.field}: " if case.field else f"{path}: "
+    assert str(err) == where + err.message
+
+
+def test_all_valid_variants_of_the_cases_load(tmp_path: Path) -> None:
+    # The base the table mutates is itself valid: every error above comes from its one mistake.
+    path = tmp_path / "good.yaml"
+    path.write_text(mix(steps=[P("answer"), LOOP], aggregate={"mode": "synthesize", "model": "top1"}))
+    _load_and_compile(path)
+
+
+def test_nonexistent_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing.yaml"
+    with pytest.raises(MixError) as caught:
+        load_spec(path)
+    assert (caught.value.source, caught.value.field) == (str(path), "")
+    assert "no such file" in caught.value.message
+
+
+def test_unknown_bundled_name_lists_the_bundled_mixes() -> None:
+    with pytest.raises(MixError) as caught:
+        load_spec("routemoe")
+    assert (caught.value.source, caught.value.field) == ("routemoe", "")
+    assert "bundled mixes: " + ", ".join(bundled_mixes()) in caught.value.message
+    assert {"moa", "route", "routemoa"} <= set(bundled_mixes())
+
+
+ENV_MIX = """\
+name: env
+description: ${MOAI_T_UNSET}
+models:
+  gpt:
+    provider: openai
+    model: ${MOAI_T_MODEL}
+    base_url: ${MOAI_T_URL:-http://127.0.0.1:8000/v1}
+    api_key: ${MOAI_T_KEY}
+    quality: ${MOAI_T_QUALITY:-0.9}
+    tags: ["${MOAI_T_TAG:-}", "x-${MOAI_T_MODEL}-y"]
+steps: [{kind: propose, name: answer}]
+"""
+
+
+def test_env_references_expand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("MOAI_T_UNSET", "MOAI_T_URL", "MOAI_T_QUALITY", "MOAI_T_TAG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MOAI_T_MODEL", "gpt-4o-mini")
+    monkeypatch.setenv("MOAI_T_KEY", "sk-secret")
+    path = tmp_path / "env.yaml"
+    path.write_text(ENV_MIX)
+    spec = load_spec(path)
+    gpt = spec.models["gpt"]
+    assert gpt.model == "gpt-4o-mini"
+    assert gpt.api_key == "sk-secret"
+    assert gpt.base_url == "http://127.0.0.1:8000/v1"
+    assert gpt.quality == 0.9
+    assert gpt.tags == ["", "x-gpt-4o-mini-y"]
+    assert spec.description == "${MOAI_T_UNSET}"
+
+
+def test_env_value_beats_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOAI_T_MODEL", "m")
+    monkeypatch.setenv("MOAI_T_URL", "http://10.0.0.2/v1")
+    monkeypatch.setenv("MOAI_T_QUALITY", "0.25")
+    path = tmp_path / "env.yaml"
+    path.write_text(ENV_MIX)
+    gpt = load_spec(path).models["gpt"]
+    assert (gpt.base_url, gpt.quality) == ("http://10.0.0.2/v1", 0.25)
+
+
+def test_unset_key_reference_stays_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOAI_T_KEY", raising=False)
+    monkeypatch.setenv("MOAI_T_MODEL", "m")
+    path = tmp_path / "env.yaml"
+    path.write_text(ENV_MIX)
+    assert load_spec(path).models["gpt"].api_key == "${MOAI_T_KEY}"
