@@ -88,9 +88,7 @@ def _check_secrets(data: Mapping[str, Any], source: str) -> None:
     for name, model in models.items():
         key = model.get("api_key") if isinstance(model, Mapping) else None
         if key is not None and not (isinstance(key, str) and _ENV_REF.fullmatch(key)):
-            raise MixError(
-                source, f"models.{name}.api_key", "write an ${ENV_VAR} reference, never the key itself"
-            )
+            raise MixError(source, f"models.{name}.api_key", "write an ${ENV_VAR} reference, never the key itself")
 
 
 def _expand(value: Any) -> Any:

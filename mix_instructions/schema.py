@@ -70,17 +70,13 @@ class ModelSpec(_Strict):
         default_factory=list, description="Models of the pool to try, in order, when this one fails."
     )
     tags: list[str] = Field(default_factory=list, description="Free labels, e.g. 'math', 'cheap'.")
-    replies: list[str] = Field(
-        default_factory=list, description="provider 'fake' only: the replies it gives, in turn."
-    )
+    replies: list[str] = Field(default_factory=list, description="provider 'fake' only: the replies it gives, in turn.")
 
 
 class Objective(_Strict):
     """What the gate optimises: quality per cost, within a budget."""
 
-    alpha: float = Field(
-        0.0, ge=0, description="Cost weight: rank by score / cost**alpha (0 = quality only, Routoo)."
-    )
+    alpha: float = Field(0.0, ge=0, description="Cost weight: rank by score / cost**alpha (0 = quality only, Routoo).")
     budget_usd: float | None = Field(
         None, ge=0, description="Most US dollars one query may spend over all its model calls."
     )
@@ -156,9 +152,7 @@ class ProposeStep(_Strict):
 class StopWhen(_Strict):
     """When the loop that passes through a judge ends."""
 
-    score_at_least: float | None = Field(
-        None, ge=0, le=1, description="Stop once the best judged score reaches this."
-    )
+    score_at_least: float | None = Field(None, ge=0, le=1, description="Stop once the best judged score reaches this.")
     max_rounds: int = Field(3, ge=1, description="Most times the judge runs for one query.")
 
 

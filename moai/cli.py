@@ -116,7 +116,8 @@ def _graph(args: argparse.Namespace) -> int:
         lines = ["digraph mix {", "  rankdir=TB; node [shape=box, style=rounded, fontname=Helvetica];"]
         lines += [f'  "{node}";' for node in drawing.nodes]
         lines += [
-            f'  "{e.source}" -> "{e.target}"' + (" [style=dashed]" if e.conditional else "") + ";" for e in drawing.edges
+            f'  "{e.source}" -> "{e.target}"' + (" [style=dashed]" if e.conditional else "") + ";"
+            for e in drawing.edges
         ]
         subprocess.run([dot, "-Tpng", "-o", str(args.png)], input="\n".join([*lines, "}"]), text=True, check=True)
         print(f"wrote {args.png}", file=sys.stderr)

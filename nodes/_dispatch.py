@@ -48,10 +48,14 @@ def route_to(
     ask = any(isinstance(s, JudgeStep) and s.self_assess for s in mix.spec.steps)
     sends = []
     for entry in entries:
-        model, role, instructions = (entry, None, None) if isinstance(entry, str) else (
-            entry.model,
-            entry.role,
-            entry.instructions,
+        model, role, instructions = (
+            (entry, None, None)
+            if isinstance(entry, str)
+            else (
+                entry.model,
+                entry.role,
+                entry.instructions,
+            )
         )
         task = ProposeTask(
             query=state["query"],
@@ -68,4 +72,3 @@ def route_to(
         )
         sends.append(Send(step.name, task))
     return {"layer": layer}, sends
-

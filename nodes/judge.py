@@ -110,4 +110,3 @@ def _next_selection(
         top_k = len(state["gate"]["selected"])
         selected = sorted(ranking, key=lambda name: -scores[name])[:top_k]
     return selected, list(dict.fromkeys([*state["tried"], *selected]))
-

@@ -33,9 +33,7 @@ def is_sensitive(query: str, flagged: bool, rule: SensitiveRule) -> bool:
     return flagged or any(re.search(pattern, query) for pattern in rule.patterns)
 
 
-def excluded(
-    models: Mapping[str, ModelSpec], constraints: Constraints, sensitive: bool
-) -> dict[str, str]:
+def excluded(models: Mapping[str, ModelSpec], constraints: Constraints, sensitive: bool) -> dict[str, str]:
     """Return the models a hard constraint rules out, each with the reason."""
     reasons: dict[str, str] = {}
     allowed = constraints.sensitive.allow_privacy

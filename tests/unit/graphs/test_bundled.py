@@ -22,7 +22,15 @@ CASES: dict[str, tuple[dict[str, list[str]], list[str], str]] = {
     ),
     "moa": (
         {"smol": ["s1", "s2", "merged answer"], "gemma": ["g1", "g2"]},
-        ["gate", "layer1[smol]", "layer1[gemma]", "before_layer2", "layer2[smol]", "layer2[gemma]", "aggregate:synthesize"],
+        [
+            "gate",
+            "layer1[smol]",
+            "layer1[gemma]",
+            "before_layer2",
+            "layer2[smol]",
+            "layer2[gemma]",
+            "aggregate:synthesize",
+        ],
         "merged answer",
     ),
     "routemoa": (

@@ -78,7 +78,9 @@ CASES: dict[str, Case] = {
         ("input_per_mtok, output_per_mtok",),
     ),
     "misspelt_judge_key": Case(
-        mix(steps=[P("answer"), J("check", crosss="gpt")]), "steps.1.crosss", ("cross", "otherwise", "self", "stop_when")
+        mix(steps=[P("answer"), J("check", crosss="gpt")]),
+        "steps.1.crosss",
+        ("cross", "otherwise", "self", "stop_when"),
     ),
     "misspelt_stop_when_key": Case(
         mix(steps=[P("answer"), J("check", stop_when={"max_round": 2})]),
@@ -151,19 +153,13 @@ CASES: dict[str, Case] = {
     "undeclared_aggregate_model": Case(
         mix(aggregate={"mode": "synthesize", "model": "claude"}), "aggregate.model", ("'claude'", "top1", POOL)
     ),
-    "synthesize_without_model": Case(
-        mix(aggregate={"mode": "synthesize"}), "aggregate.model", ("synthesize", "top1")
-    ),
-    "replies_on_real_provider": Case(
-        mix(models=models(gpt={"replies": ["hi"]})), "models.gpt.replies", ("'fake'",)
-    ),
+    "synthesize_without_model": Case(mix(aggregate={"mode": "synthesize"}), "aggregate.model", ("synthesize", "top1")),
+    "replies_on_real_provider": Case(mix(models=models(gpt={"replies": ["hi"]})), "models.gpt.replies", ("'fake'",)),
     "top_k_above_candidates": Case(mix(gate={"top_k": 3}), "gate.top_k", ("3 exceeds the 2 candidate",)),
     "top_k_above_listed_candidates": Case(
         mix(gate={"top_k": 2, "candidates": ["smol"]}), "gate.top_k", ("2 exceeds the 1 candidate",)
     ),
-    "min_confidence_without_fallback": Case(
-        mix(gate={"min_confidence": 0.3}), "gate.fallback", ("min_confidence",)
-    ),
+    "min_confidence_without_fallback": Case(mix(gate={"min_confidence": 0.3}), "gate.fallback", ("min_confidence",)),
     "duplicate_step_names": Case(
         mix(steps=[P("answer"), J("check"), P("answer")]), "steps.0.name", ("'answer'", "twice")
     ),

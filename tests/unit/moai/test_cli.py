@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mix_instructions import bundled_mixes, json_schema
+from moai.cli import main
+
+FAKE_MIX = """
+name: fake
+models:
+  a: {provider: fake, model: a, quality: 0.7, price: {input_per_mtok: 1, output_per_mtok: 2}, replies: ["Paris."]}
+  b: {provider: fake, model: b, quality: 0.4, replies: ["!fail down"]}
+gate: {top_k: 1}
+steps:
+  - {kind: propose, name: answer}
+"""
+
+
+@pytest.fixture
+def fake_mix(tmp_path: Path) -> Path:
+    path = tmp_path / "fake.yaml"
+    path.write_text(FAKE_MIX, encoding="utf-8")
+    return path
+
+
+def test_run_prints_the_answer_then_models_tokens_cost_and_path(
+    fake_mix: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(fake_mix), "What is the capital of France?"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Paris."
+    assert out[2] == "path: gate -> answer[a] -> aggregate:best"
+    assert out[3].split() == ["node", "model", "status", "tokens", "in", "tokens", "out", "latency", "s", "cost", "$"]
+    row = out[4].split()
+    # The fake counts words: 11 of the system prompt + 6 of the question in, 1 out; 17 * $1/M + 1 * $2/M.
+    assert row[:5] == ["answer", "a", "ok", "17", "1"] and row[6] == "0.000019"
+    assert out[5].split()[:3] == ["total", "a", "1"]
+
+
+def test_run_json_gives_the_whole_result(fake_mix: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(fake_mix), "Q", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["answer"] == "Paris." and result["models_used"] == ["a"]
+
+
+def test_run_stream_prints_the_answer(fake_mix: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(fake_mix), "Q", "--stream"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "Paris."
+
+
+def test_run_that_no_model_can_answer_exits_1_listing_what_was_tried(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "down.yaml"
+    path.write_text(FAKE_MIX.replace('replies: ["Paris."]', 'replies: ["!fail timeout"], fallbacks: [b]'))
+    assert main(["run", str(path), "Q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: mix 'fake': no model answered; tried a at answer: error (RuntimeError: timeout); "
+        "b at answer: error (RuntimeError: down)"
+    )
+
+
+def test_bad_mix_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(FAKE_MIX.replace("top_k: 1", "top_k: 5"))
+    assert main(["run", str(path), "Q"]) == 2
+    assert capsys.readouterr().err == f"error: {path}: gate.top_k: 5 exceeds the 2 candidate models\n"
+
+
+@pytest.mark.parametrize("name", bundled_mixes())
+def test_graph_prints_mermaid_with_every_step(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from mix_instructions import load_spec
+
+    assert main(["graph", name]) == 0
+    out = capsys.readouterr().out
+    assert out.lstrip("-\n ").startswith("config:") and "graph TD;" in out
+    for node in ["gate", "aggregate", *(step.name for step in load_spec(name).steps)]:
+        assert f"\t{node}(" in out
+
+
+def test_list_names_every_bundled_mix(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == bundled_mixes()
+
+
+def test_shipped_json_schema_is_current(capsys: pytest.CaptureFixture[str]) -> None:
+    shipped = Path(__file__).parents[3] / "mix_instructions" / "mix.schema.json"
+    assert json.loads(shipped.read_text(encoding="utf-8")) == json_schema(), "run `make schema`"
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == json_schema()
