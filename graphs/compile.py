@@ -12,6 +12,7 @@ from langgraph.graph import END, START, StateGraph
 
 from mix_instructions._check import check_mix, step_successors
 from mix_instructions.schema import JudgeStep, MixSpec, ProposeStep
+from nodes._runtime import MixRuntime
 from nodes.aggregate import make_aggregate
 from nodes.context import MixContext
 from nodes.gate import make_gate
@@ -19,7 +20,6 @@ from nodes.judge import make_judge
 from nodes.propose import make_propose
 from nodes.state import MixInput, MixOutput, MixState
 from nodes.stop import make_next_layer
-from nodes._runtime import MixRuntime
 
 __all__ = ["build_graph"]
 

@@ -127,7 +127,7 @@ def _is_union_member(part: str) -> bool:
 def _fields_at(loc: list[str]) -> list[str]:
     """Return the field names valid at a location of the mix schema."""
     model: type[BaseModel] = MixSpec
-    from mix_instructions.schema import JudgeStep, ModelSpec, ProposeStep, Proposer
+    from mix_instructions.schema import JudgeStep, ModelSpec, Proposer, ProposeStep
 
     for part in loc:
         if model is MixSpec and part == "models":

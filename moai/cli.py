@@ -173,8 +173,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return its exit code."""
     from mix_instructions.errors import MixError
-    from nodes._runtime import MixRunError
     from moai.providers import ProviderError
+    from nodes._runtime import MixRunError
 
     args = _parser().parse_args(argv)
     try:

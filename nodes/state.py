@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NotRequired
 
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 __all__ = ["Call", "GateDecision", "MixInput", "MixOutput", "MixState", "Proposal", "ProposeTask", "Verdict"]
 

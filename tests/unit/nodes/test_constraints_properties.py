@@ -239,9 +239,10 @@ def test_sensitive_query_never_reaches_a_disallowed_tier(scenario: Scenario) -> 
         assert Counter(c["model"] for c in contacted) == Counter(i.model for i in seen)
 
 
-def _two_tier_mix(**gate: Any) -> MixSpec:
+def _two_tier_mix(cloud_price: float = 0.0, **gate: Any) -> MixSpec:
+    price = {"input_per_mtok": cloud_price, "output_per_mtok": cloud_price}
     models = {
-        "cloud": {"provider": "fake", "model": "c", "privacy": "third_party", "replies": ["cloud says 42"]},
+        "cloud": {"provider": "fake", "model": "c", "privacy": "third_party", "replies": ["cloud says 42"], "price": price},
         "home": {"provider": "fake", "model": "h", "privacy": "local", "replies": ["home says 42"]},
     }
     steps = [_propose("layer1", models=["cloud", "home"]), _propose("layer2", models=["cloud", "home"])]
@@ -275,9 +276,7 @@ def test_spy_sees_what_privacy_allows(query: str, flagged: bool, expected: set[s
 
 
 def test_spy_sees_budget_refusals() -> None:
-    spec = _two_tier_mix()
-    pricey = {"price": {"input_per_mtok": 30.0, "output_per_mtok": 30.0}}
-    spec = spec.model_copy(update={"models": {**spec.models, "cloud": spec.models["cloud"].model_copy(update=pricey)}})
+    spec = _two_tier_mix(cloud_price=30.0)
     with spy() as seen:
         result = _run(spec, Scenario({}, "What is 6 x 7?", False, MixContext(budget_usd=1e-6), None))
     assert result is not None and {i.model for i in seen} == {"home"}

@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 from langchain_core.messages import HumanMessage
 
+from graphs.compile import build_graph
 from mix_instructions.load import parse_spec
 from moai.fake import ScriptedChatModel
 from nodes._call import call_model
 from nodes._runtime import MixRunError, MixRuntime
 from nodes.context import MixContext
-from graphs.compile import build_graph
 
 
 def spec(models: dict[str, Any], steps: list[dict[str, Any]] | None = None, **extra: Any) -> Any:
@@ -70,7 +70,8 @@ async def test_when_every_route_fails_the_error_lists_what_was_tried() -> None:
     mix = spec({"a": {"replies": ["!fail 1"], "fallbacks": ["b"]}, "b": {"replies": ["!fail 2"]}})
     with pytest.raises(
         MixRunError,
-        match=r"no model answered; tried a at answer: error \(RuntimeError: 1\); b at answer: error \(RuntimeError: 2\)",
+        match=r"no model answered; tried a at answer: error \(RuntimeError: 1\); "
+        r"b at answer: error \(RuntimeError: 2\)",
     ):
         await build_graph(mix).compile().ainvoke({"query": "q"})
 
@@ -100,7 +101,7 @@ async def test_a_sensitive_query_never_leaves_the_allowed_tiers() -> None:
 
 async def test_no_allowed_model_is_a_clear_error() -> None:
     mix = spec({"cloud": {"privacy": "third_party"}})
-    with pytest.raises(MixRunError, match="no model may answer this query .cloud: privacy 'third_party' not allowed"):
+    with pytest.raises(MixRunError, match=r"no model may answer this query \(cloud: privacy 'third_party' not allowed"):
         await build_graph(mix).compile().ainvoke({"query": "q", "sensitive": True})
 
 
