@@ -49,7 +49,7 @@ class ModelSpec(_Strict):
     api_key: str | None = Field(
         None, description="API key: write an ${ENV_VAR} reference here, never the secret itself."
     )
-    price: Price = Field(default_factory=Price, description="Price per 1M input/output tokens.")
+    price: Price = Field(default=Price(), description="Price per 1M input/output tokens.")
     privacy: Literal["local", "private_cloud", "third_party"] = Field(
         "third_party",
         description="Where a query sent to this model goes: 'local' (this machine), 'private_cloud' "
@@ -85,8 +85,8 @@ class Objective(_Strict):
 class SensitiveRule(_Strict):
     """Which models may see a sensitive query, and what makes a query sensitive."""
 
-    allow_privacy: list[Literal["local", "private_cloud", "third_party"]] = Field(
-        default_factory=lambda: ["local"], description="Privacy tiers allowed to receive a sensitive query."
+    allow_privacy: tuple[Literal["local", "private_cloud", "third_party"], ...] = Field(
+        default=("local",), description="Privacy tiers allowed to receive a sensitive query."
     )
     patterns: list[str] = Field(
         default_factory=list,
@@ -97,7 +97,7 @@ class SensitiveRule(_Strict):
 class Constraints(_Strict):
     """Hard limits applied before ranking: a model that breaks one is never called."""
 
-    sensitive: SensitiveRule = Field(default_factory=SensitiveRule, description="Rule for sensitive queries.")
+    sensitive: SensitiveRule = Field(default=SensitiveRule(), description="Rule for sensitive queries.")
     max_latency_s: float | None = Field(None, gt=0, description="Drop models whose latency prior exceeds this.")
     max_co2e_g: float | None = Field(
         None, gt=0, description="Drop models whose worst-case call would emit more gCO2e than this."
@@ -115,8 +115,8 @@ class GateSpec(_Strict):
         "(RouteMoA); 'cost': cheapest first (a FrugalGPT cascade).",
     )
     top_k: int = Field(1, ge=1, description="How many models to select.")
-    objective: Objective = Field(default_factory=Objective, description="Cost weight and budget.")
-    constraints: Constraints = Field(default_factory=Constraints, description="Hard constraints.")
+    objective: Objective = Field(default=Objective(), description="Cost weight and budget.")
+    constraints: Constraints = Field(default=Constraints(), description="Hard constraints.")
     min_confidence: float = Field(
         0.0, ge=0, le=1, description="If the best selected score is below this, use the fallback instead."
     )
@@ -172,7 +172,7 @@ class JudgeStep(_Strict):
     prior_weight: float = Field(
         0.3, ge=0, le=1, description="Weight of the gate's prior in the blended score (RouteMoA)."
     )
-    stop_when: StopWhen = Field(default_factory=StopWhen, description="When to stop looping.")
+    stop_when: StopWhen = Field(default=StopWhen(), description="When to stop looping.")
     otherwise: str | None = Field(
         None, description="Step to go to when the stop condition is not met; null: never loop."
     )
@@ -207,6 +207,6 @@ class MixSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$", description="Name of the mix.")
     description: str = Field("", description="What the mix does, in a sentence.")
     models: dict[str, ModelSpec] = Field(description="The pool, keyed by the names the mix uses.")
-    gate: GateSpec = Field(default_factory=GateSpec, description="Scoring and selection before any model runs.")
+    gate: GateSpec = Field(default=GateSpec(), description="Scoring and selection before any model runs.")
     steps: list[Step] = Field(description="The steps, in order; 'next' and 'otherwise' make other edges.")
-    aggregate: AggregateSpec = Field(default_factory=AggregateSpec, description="How the answer is made.")
+    aggregate: AggregateSpec = Field(default=AggregateSpec(), description="How the answer is made.")

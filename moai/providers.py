@@ -21,17 +21,18 @@ def _openai(name: str, spec: ModelSpec) -> BaseChatModel:
     key = spec.api_key
     if key is not None and key.startswith("${"):
         raise ProviderError(f"model '{name}': api_key {key} refers to an environment variable that is not set")
-    return ChatOpenAI(
+    model: BaseChatModel = ChatOpenAI(
         model=spec.model,
         base_url=spec.base_url,
         # A self-hosted OpenAI-compatible server usually wants no key, but the client insists on one.
-        api_key=key or ("not-needed" if spec.base_url else None),  # type: ignore[arg-type]
+        api_key=key or ("not-needed" if spec.base_url else None),
         max_completion_tokens=spec.max_tokens,
         temperature=spec.temperature,
         timeout=spec.timeout_s,
         max_retries=0,
         stream_usage=True,
     )
+    return model
 
 
 def _local(name: str, spec: ModelSpec) -> BaseChatModel:

@@ -18,7 +18,7 @@ __all__ = ["budget_of", "remaining_budget", "route_to"]
 def budget_of(mix: MixRuntime, context: MixContext | None) -> float | None:
     """Return the per-query budget: the caller's override, else the mix's."""
     if context is not None and context.budget_usd is not None:
-        return context.budget_usd
+        return float(context.budget_usd)
     return mix.spec.gate.objective.budget_usd
 
 
@@ -26,7 +26,8 @@ def remaining_budget(budget: float | None, state: Mapping[str, Any]) -> float | 
     """Return the US dollars still unspent (None: no budget)."""
     if budget is None:
         return None
-    return max(budget - sum(call["cost_usd"] for call in state.get("calls", [])), 0.0)
+    spent: float = sum(call["cost_usd"] for call in state.get("calls", []))
+    return max(budget - spent, 0.0)
 
 
 def route_to(

@@ -173,7 +173,7 @@ def scenarios(draw: st.DrawFn, *, sensitive: bool | None = None, budgeted: bool 
     where = draw(st.sampled_from(["mix", "context", "both"]))
     if budget is not None and where != "context":
         # With "both", the mix says something else and the caller's context must win.
-        data["gate"]["objective"]["budget_usd"] = budget if where == "mix" else draw(st.floats(0.01, 1))
+        data["gate"].setdefault("objective", {})["budget_usd"] = budget if where == "mix" else draw(st.floats(0.01, 1))
     context = MixContext(budget_usd=budget) if budget is not None and where != "mix" else None
     return Scenario(data, query, flagged, context, budget)
 
@@ -280,7 +280,8 @@ def test_spy_sees_budget_refusals() -> None:
     with spy() as seen:
         result = _run(spec, Scenario({}, "What is 6 x 7?", False, MixContext(budget_usd=1e-6), None))
     assert result is not None and {i.model for i in seen} == {"home"}
-    assert [c["status"] for c in result["calls"] if c["model"] == "cloud"] == ["skipped"] * 3
+    refused = [(c["node"], c["status"]) for c in result["calls"] if c["model"] == "cloud"]
+    assert refused == [("layer1", "skipped"), ("layer2", "skipped")]
 
 
 @pytest.mark.xfail(
