@@ -12,6 +12,8 @@ from mix_instructions.schema import JudgeStep, MixSpec, ProposeStep
 __all__ = ["check_mix", "step_successors"]
 
 RESERVED = ("gate", "aggregate", "__start__", "__end__")
+JOIN_PREFIX = "before_"
+"""Joins between two propose steps are named `before_<step>`: step names may not start so."""
 AGGREGATE = "aggregate"
 
 
@@ -62,8 +64,9 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
         fail("steps", "no steps: a mix needs at least one propose step")
     names = [step.name for step in spec.steps]
     for i, step in enumerate(spec.steps):
-        if step.name in RESERVED:
-            fail(f"steps.{i}.name", f"'{step.name}' is reserved; reserved names: {', '.join(RESERVED)}")
+        if step.name in RESERVED or step.name.startswith(JOIN_PREFIX):
+            reserved = ", ".join((*RESERVED, JOIN_PREFIX + "*"))
+            fail(f"steps.{i}.name", f"'{step.name}' is reserved; reserved names: {reserved}")
         if names.count(step.name) > 1:
             fail(f"steps.{i}.name", f"step name '{step.name}' is used twice")
     if not isinstance(spec.steps[0], ProposeStep):
@@ -112,11 +115,17 @@ def _check_topology(spec: MixSpec, fail: Callable[[str, str], NoReturn]) -> None
         node = successors[start]
         while node != AGGREGATE:
             if node in path:
-                cycle = " -> ".join([*path[path.index(node) :], node])
+                cycle = [*path[path.index(node) :], node]
+                # Report the explicit `next` that points back: implicit successors only go forward.
+                closing = next(
+                    name
+                    for name in cycle[:-1]
+                    if spec.steps[index[name]].next and index[successors[name]] <= index[name]
+                )
                 fail(
-                    f"steps.{index[node]}.next",
-                    f"cycle {cycle} has no reachable stop: close a loop through a judge's 'otherwise', "
-                    "which stop_when bounds",
+                    f"steps.{index[closing]}.next",
+                    f"cycle {' -> '.join(cycle)} has no reachable stop: close a loop through a judge's "
+                    "'otherwise', which stop_when bounds",
                 )
             path.append(node)
             node = successors[node]

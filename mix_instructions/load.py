@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from mix_instructions._check import check_mix
 from mix_instructions.errors import MixError
-from mix_instructions.schema import MixSpec
+from mix_instructions.schema import JudgeStep, MixSpec, ModelSpec, Proposer, ProposeStep
 
 __all__ = ["BUNDLED_DIR", "bundled_mixes", "json_schema", "load_spec", "resolve_path"]
 
@@ -103,47 +104,47 @@ def _expand(value: Any) -> Any:
 
 
 def _mix_error(err: ValidationError, source: str) -> MixError:
-    first = err.errors()[0]
+    errors = err.errors()
+    # A misspelt key shows up as an unknown field (and often as a missing one too); inside a union the
+    # deepest error is the one about what the user meant. Report that one.
+    first = max(errors, key=lambda e: (e["type"] == "extra_forbidden", len(e["loc"])))
     loc = [str(part) for part in first["loc"]]
     if first["type"] == "extra_forbidden":
         valid = _fields_at(loc[:-1])
-        message = f"unknown field '{loc[-1]}'; valid fields: {', '.join(valid)}"
+        guess = difflib.get_close_matches(loc[-1], valid, n=1)
+        message = f"unknown field '{loc[-1]}'" + (f" (did you mean '{guess[0]}'?)" if guess else "")
+        message += f"; valid fields: {', '.join(valid)}"
     elif first["type"] == "missing":
         message = "required field is missing"
+    elif first["type"] == "union_tag_invalid":
+        message = "'kind' must be one of: propose, judge"
     else:
         message = first["msg"]
-        if first["type"] == "union_tag_invalid":
-            message = "'kind' must be one of: propose, judge"
-    field = ".".join(part for part in loc if not _is_union_member(part))
-    more = len(err.errors()) - 1
+    field = ".".join(part for part in loc if part not in _UNION_LABELS and "[" not in part)
+    more = len(errors) - 1
     return MixError(source, field, message + (f" (and {more} more error{'s' * (more > 1)})" if more else ""))
 
 
-def _is_union_member(part: str) -> bool:
-    # pydantic puts the tag of a discriminated union (or a member type) into the location: hide it.
-    return part in ("propose", "judge", "str", "Proposer", "list[union[str,Proposer]]") or "[" in part
+_UNION_LABELS: dict[str, type[BaseModel]] = {"propose": ProposeStep, "judge": JudgeStep, "Proposer": Proposer}
+"""Labels pydantic puts into an error's location for the member of a union it tried."""
 
 
 def _fields_at(loc: list[str]) -> list[str]:
     """Return the field names valid at a location of the mix schema."""
     model: type[BaseModel] = MixSpec
-    from mix_instructions.schema import JudgeStep, ModelSpec, Proposer, ProposeStep
-
-    for part in loc:
-        if model is MixSpec and part == "models":
-            model = ModelSpec
-            continue
-        if part.isdigit() or (model is ModelSpec and part not in ModelSpec.model_fields):
-            continue
-        if part in ("propose", "judge"):
-            model = ProposeStep if part == "propose" else JudgeStep
+    parts = iter(loc)
+    for part in parts:
+        if part in _UNION_LABELS:
+            model = _UNION_LABELS[part]
             continue
         field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        if part == "models" and model is ProposeStep:
-            model = Proposer
-        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
+        if field is None:
+            continue  # a list index or another union label
+        if model is MixSpec and part == "models":
+            model = ModelSpec
+            next(parts, None)  # the model's name, which may collide with a field name
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            model = field.annotation
     return sorted(f.alias or name for name, f in model.model_fields.items())
 
 

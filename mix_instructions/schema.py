@@ -22,8 +22,7 @@ __all__ = [
     "StopWhen",
 ]
 
-PROVIDERS = ("local", "openai", "fake")
-PRIVACY_TIERS = ("local", "private_cloud", "third_party")
+_NAME = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
 
 
 class _Strict(BaseModel):
@@ -135,7 +134,7 @@ class ProposeStep(_Strict):
     """Models answer, each in its own concurrent call."""
 
     kind: Literal["propose"] = "propose"
-    name: str = Field(description="Node name in the graph.")
+    name: str = Field(pattern=_NAME, description="Node name in the graph: letters, digits, '_' and '-'.")
     models: Literal["selected"] | list[str | Proposer] = Field(
         "selected",
         description="'selected' (the gate's or the last judge's choice) or a list of model names or "
@@ -160,7 +159,7 @@ class JudgeStep(_Strict):
     """Assess the answers: self-assessment by the proposers, cross-assessment by a judge model."""
 
     kind: Literal["judge"] = "judge"
-    name: str = Field(description="Node name in the graph.")
+    name: str = Field(pattern=_NAME, description="Node name in the graph: letters, digits, '_' and '-'.")
     self_assess: bool = Field(
         True, alias="self", description="Use each proposer's own stated confidence (asked for in its prompt)."
     )
@@ -204,7 +203,7 @@ class AggregateSpec(_Strict):
 class MixSpec(_Strict):
     """A mix: a pool of models, a gate, the steps that run, and how the answer is made."""
 
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$", description="Name of the mix.")
+    name: str = Field(pattern=_NAME, description="Name of the mix: letters, digits, '_' and '-'.")
     description: str = Field("", description="What the mix does, in a sentence.")
     models: dict[str, ModelSpec] = Field(description="The pool, keyed by the names the mix uses.")
     gate: GateSpec = Field(default=GateSpec(), description="Scoring and selection before any model runs.")

@@ -31,6 +31,8 @@ class ScriptedChatModel(BaseChatModel):
 
     replies: Sequence[str] = Field(default_factory=lambda: ["ok"])
     delay_s: float = 0.0
+    max_tokens: int | None = None
+    """Cut replies to this many words, as a real model stops at its token limit."""
     _turn: Iterator[int] = PrivateAttr()
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
@@ -48,6 +50,8 @@ class ScriptedChatModel(BaseChatModel):
             raise RuntimeError(text[len(FAIL) :].strip() or "scripted failure")
         query = messages[-1].text if messages else ""
         text = text.replace("{query}", query)
+        if self.max_tokens is not None:
+            text = " ".join(text.split(" ")[: self.max_tokens])
         tokens_in = sum(len(m.text.split()) for m in messages)
         usage = UsageMetadata(
             input_tokens=tokens_in, output_tokens=len(text.split()), total_tokens=tokens_in + len(text.split())

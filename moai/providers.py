@@ -44,7 +44,7 @@ def _local(name: str, spec: ModelSpec) -> BaseChatModel:
 def _fake(name: str, spec: ModelSpec) -> BaseChatModel:
     from moai.fake import ScriptedChatModel
 
-    return ScriptedChatModel(replies=spec.replies or [f"{name}: {{query}}"])
+    return ScriptedChatModel(replies=spec.replies or [f"{name}: {{query}}"], max_tokens=spec.max_tokens)
 
 
 PROVIDERS: dict[str, Callable[[str, ModelSpec], BaseChatModel]] = {

@@ -104,6 +104,10 @@ async def call_model(
                 )
             )
             continue
+        if not reply.text.strip():
+            error = "ValueError: empty reply"
+            calls.append(_record(mix, node, candidate, status="error", fallback_for=fallback_for, error=error))
+            continue
         usage: dict[str, Any] = dict(reply.usage_metadata or {})
         call = _record(
             mix,

@@ -35,6 +35,7 @@ def make_propose(mix: MixRuntime, step: ProposeStep) -> Callable[[ProposeTask], 
         update: dict[str, Any] = {"calls": calls, "trace": [f"{step.name}[{label}]"]}
         if reply is not None and model is not None:
             content, confidence = parse_confidence(reply.text) if task["ask_confidence"] else (reply.text, None)
+            content = content or reply.text  # a reply that is only a confidence line is still what it said
             proposal = Proposal(
                 step=step.name,
                 layer=task["layer"],
