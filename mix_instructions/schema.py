@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "AggregateSpec",
+    "Circuit",
     "Constraints",
     "GateSpec",
     "JudgeStep",
@@ -64,7 +65,13 @@ class ModelSpec(_Strict):
     )
     max_tokens: int = Field(256, gt=0, description="Most output tokens one call may produce.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
-    timeout_s: float = Field(120.0, gt=0, description="Seconds before a call is abandoned.")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds before one attempt of a call is abandoned.")
+    retries: int = Field(
+        1, ge=0, le=10, description="Extra attempts after a transient error (timeout, connection, 429, 5xx)."
+    )
+    backoff_s: float = Field(
+        0.5, ge=0, description="Wait before the first retry; it doubles (with jitter) for each further one."
+    )
     fallbacks: list[str] = Field(
         default_factory=list, description="Models of the pool to try, in order, when this one fails."
     )
@@ -200,6 +207,15 @@ class AggregateSpec(_Strict):
     model: str | None = Field(None, description="Aggregator model ('synthesize' only); 'top1' = best scored.")
 
 
+class Circuit(_Strict):
+    """The circuit breaker: a model that keeps failing is left alone for a while."""
+
+    failures: int = Field(3, ge=1, description="Consecutive failed calls that open the circuit of a model.")
+    cooldown_s: float = Field(
+        30.0, ge=0, description="Seconds an open circuit keeps the model out; then one trial call is let through."
+    )
+
+
 class MixSpec(_Strict):
     """A mix: a pool of models, a gate, the steps that run, and how the answer is made."""
 
@@ -209,3 +225,4 @@ class MixSpec(_Strict):
     gate: GateSpec = Field(default=GateSpec(), description="Scoring and selection before any model runs.")
     steps: list[Step] = Field(description="The steps, in order; 'next' and 'otherwise' make other edges.")
     aggregate: AggregateSpec = Field(default=AggregateSpec(), description="How the answer is made.")
+    circuit: Circuit = Field(default=Circuit(), description="When a failing model is put in cooldown.")

@@ -16,17 +16,19 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field, PrivateAttr
 
-__all__ = ["FAIL", "ScriptedChatModel"]
+__all__ = ["FAIL", "UNAVAILABLE", "ScriptedChatModel"]
 
 FAIL = "!fail"
-"""A reply that starts with this raises instead of answering, to script a failing model."""
+"""A reply that starts with this raises RuntimeError instead of answering, to script a failing model."""
+UNAVAILABLE = "!unavailable"
+"""A reply that starts with this raises ConnectionError, a transient failure worth a retry."""
 
 
 class ScriptedChatModel(BaseChatModel):
     """Reply with scripted texts in turn; count tokens as whitespace-separated words.
 
     A reply may use `{query}` (the last message's text). A reply starting with `FAIL` raises
-    `RuntimeError` with the rest as its message.
+    `RuntimeError`, one starting with `UNAVAILABLE` raises `ConnectionError`, with the rest as message.
     """
 
     replies: Sequence[str] = Field(default_factory=lambda: ["ok"])
@@ -48,6 +50,8 @@ class ScriptedChatModel(BaseChatModel):
             text = self.replies[next(self._turn) % len(self.replies)]
         if text.startswith(FAIL):
             raise RuntimeError(text[len(FAIL) :].strip() or "scripted failure")
+        if text.startswith(UNAVAILABLE):
+            raise ConnectionError(text[len(UNAVAILABLE) :].strip() or "scripted outage")
         query = messages[-1].text if messages else ""
         text = text.replace("{query}", query)
         if self.max_tokens is not None:

@@ -6,13 +6,12 @@ outside the allowed tiers, or spend past the budget, whatever the mix's steps sa
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from nodes._runtime import MixRuntime
+from nodes._runtime import MixRuntime, transient_errors
 from nodes.state import Call
 from scorer.select import call_cost
 
@@ -79,7 +78,7 @@ async def call_model(
     for candidate in [name, *mix.spec.models[name].fallbacks]:
         spec = mix.spec.models[candidate]
         fallback_for = None if candidate == name else name
-        refusal = None
+        refusal = mix.breaker.open_reason(candidate)
         if sensitive and spec.privacy not in allowed:
             refusal = f"privacy '{spec.privacy}' not allowed for a sensitive query"
         elif allowance_usd is not None and (worst := worst_case_cost(mix, candidate, messages)) > allowance_usd:
@@ -89,25 +88,20 @@ async def call_model(
             continue
         start = time.perf_counter()
         try:
-            reply = await asyncio.wait_for(mix.chat_model(candidate).ainvoke(messages), spec.timeout_s)
+            reply = await mix.caller(candidate).ainvoke(messages)
+            if not reply.text.strip():
+                raise ValueError("empty reply")
         except Exception as err:
+            mix.breaker.record(candidate, ok=False)
             reason = f"timed out after {spec.timeout_s:g}s" if isinstance(err, TimeoutError) else str(err)
+            tries = f" ({spec.retries + 1} attempts)" if spec.retries and isinstance(err, transient_errors()) else ""
+            error = f"{type(err).__name__}: {reason}{tries}"
+            latency = time.perf_counter() - start
             calls.append(
-                _record(
-                    mix,
-                    node,
-                    candidate,
-                    status="error",
-                    fallback_for=fallback_for,
-                    error=f"{type(err).__name__}: {reason}",
-                    latency_s=time.perf_counter() - start,
-                )
+                _record(mix, node, candidate, status="error", fallback_for=fallback_for, error=error, latency_s=latency)
             )
             continue
-        if not reply.text.strip():
-            error = "ValueError: empty reply"
-            calls.append(_record(mix, node, candidate, status="error", fallback_for=fallback_for, error=error))
-            continue
+        mix.breaker.record(candidate, ok=True)
         usage: dict[str, Any] = dict(reply.usage_metadata or {})
         call = _record(
             mix,

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import Runnable, RunnableLambda
 
 from mix_instructions.schema import MixSpec
 from moai.providers import make_chat_model
+from nodes._breaker import CircuitBreaker
 from nodes.state import Call
 from scorer import Predictor, PriorScorer
 
-__all__ = ["MixRunError", "MixRuntime", "nothing_answered"]
+__all__ = ["MixRunError", "MixRuntime", "nothing_answered", "transient_errors"]
+
+
+@cache
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Return the errors worth a retry: timeouts, lost connections, rate limits, server errors."""
+    import openai
+
+    return (
+        TimeoutError,
+        ConnectionError,
+        openai.APIConnectionError,
+        openai.RateLimitError,
+        openai.InternalServerError,
+    )
 
 
 class MixRunError(RuntimeError):
@@ -26,11 +46,13 @@ class MixRuntime:
     spec: MixSpec
     source: str = "<mix>"
     scorer: Predictor = field(init=False)
+    breaker: CircuitBreaker = field(init=False)
     _models: dict[str, BaseChatModel] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.scorer = PriorScorer({name: model.quality for name, model in self.spec.models.items()})
+        self.breaker = CircuitBreaker(self.spec.circuit.failures, self.spec.circuit.cooldown_s)
 
     def chat_model(self, name: str) -> BaseChatModel:
         """Return the chat model of a pool member, building it on first use."""
@@ -38,6 +60,27 @@ class MixRuntime:
             if name not in self._models:
                 self._models[name] = make_chat_model(name, self.spec.models[name])
             return self._models[name]
+
+    def caller(self, name: str) -> Runnable[list[BaseMessage], AIMessage]:
+        """Return the chat model of a pool member with its timeout per attempt and its retries."""
+        spec = self.spec.models[name]
+        model = self.chat_model(name)
+
+        async def attempt(messages: list[BaseMessage]) -> AIMessage:
+            return await asyncio.wait_for(model.ainvoke(messages), spec.timeout_s)
+
+        runnable: Runnable[list[BaseMessage], AIMessage] = RunnableLambda(attempt, name=name)
+        if spec.retries:
+            # A retry of the model call itself, not LangGraph's RetryPolicy: that re-runs a whole node,
+            # which would repeat the fallbacks and records around the call.
+            # tenacity deprecates `initial` for `multiplier`; langchain-core's TypedDict still says initial.
+            backoff: Any = {"multiplier": spec.backoff_s, "jitter": spec.backoff_s}
+            runnable = runnable.with_retry(
+                retry_if_exception_type=transient_errors(),
+                stop_after_attempt=spec.retries + 1,
+                exponential_jitter_params=backoff,
+            )
+        return runnable
 
 
 def nothing_answered(mix_name: str, calls: list[Call]) -> str:

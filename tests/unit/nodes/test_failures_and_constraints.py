@@ -50,7 +50,28 @@ async def test_a_slow_model_times_out_and_its_fallback_answers() -> None:
     mix._models["slow"] = ScriptedChatModel(replies=["late"], delay_s=5)
     reply, model, calls = await call_model(mix, "n", "slow", [HumanMessage("q")], sensitive=False, allowance_usd=None)
     assert model == "fast" and reply is not None and reply.text == "quick"
-    assert calls[0]["status"] == "error" and calls[0]["error"] == "TimeoutError: timed out after 0.05s"
+    assert calls[0]["status"] == "error" and calls[0]["error"] == "TimeoutError: timed out after 0.05s (2 attempts)"
+
+
+async def test_a_transient_error_is_retried_with_the_same_model() -> None:
+    mix = MixRuntime(spec({"flaky": {"replies": ["!unavailable 503", "back"], "retries": 2, "backoff_s": 0}}))
+    reply, model, calls = await call_model(mix, "n", "flaky", [HumanMessage("q")], sensitive=False, allowance_usd=None)
+    assert model == "flaky" and reply is not None and reply.text == "back"
+    assert [c["status"] for c in calls] == ["ok"]
+
+
+async def test_a_model_that_keeps_failing_is_put_in_cooldown_and_the_gate_stops_picking_it() -> None:
+    mix = spec(
+        {"best": {"quality": 0.9, "replies": ["!fail broken"], "fallbacks": ["next"]}, "next": {"replies": ["N"]}},
+        circuit={"failures": 2, "cooldown_s": 3600},
+    )
+    graph = build_graph(mix).compile()
+    for _ in range(2):
+        result = await graph.ainvoke({"query": "q"})
+        assert result["trace"] == ["gate", "answer[best->next]", "aggregate:best"]
+    result = await graph.ainvoke({"query": "q"})
+    assert result["trace"] == ["gate", "answer[next]", "aggregate:best"]
+    assert [c["model"] for c in result["calls"]] == ["next"]
 
 
 async def test_a_failed_proposer_is_left_out_while_the_others_go_on() -> None:
