@@ -67,7 +67,7 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
         if step.name in RESERVED or step.name.startswith(JOIN_PREFIX):
             reserved = ", ".join((*RESERVED, JOIN_PREFIX + "*"))
             fail(f"steps.{i}.name", f"'{step.name}' is reserved; reserved names: {reserved}")
-        if names.count(step.name) > 1:
+        if step.name in names[:i]:
             fail(f"steps.{i}.name", f"step name '{step.name}' is used twice")
     if not isinstance(spec.steps[0], ProposeStep):
         fail("steps.0.kind", "the first step must be 'propose': a judge needs answers to judge")

@@ -105,9 +105,11 @@ def _expand(value: Any) -> Any:
 
 def _mix_error(err: ValidationError, source: str) -> MixError:
     errors = err.errors()
-    # A misspelt key shows up as an unknown field (and often as a missing one too); inside a union the
-    # deepest error is the one about what the user meant. Report that one.
-    first = max(errors, key=lambda e: (e["type"] == "extra_forbidden", len(e["loc"])))
+    # Report the first mistake, preferring an unknown field (a misspelt key also shows up as a missing
+    # one); among the alternatives a union reports for that same place, the deepest says what was meant.
+    pool = [e for e in errors if e["type"] == "extra_forbidden"] or errors
+    head = _visible(pool[0]["loc"])[:2]
+    first = max((e for e in pool if _visible(e["loc"])[:2] == head), key=lambda e: len(e["loc"]))
     loc = [str(part) for part in first["loc"]]
     if first["type"] == "extra_forbidden":
         valid = _fields_at(loc[:-1])
@@ -116,17 +118,28 @@ def _mix_error(err: ValidationError, source: str) -> MixError:
         message += f"; valid fields: {', '.join(valid)}"
     elif first["type"] == "missing":
         message = "required field is missing"
+    elif first["type"] == "union_tag_not_found":
+        message = "each step needs a 'kind': propose or judge"
     elif first["type"] == "union_tag_invalid":
         message = "'kind' must be one of: propose, judge"
+    elif first["type"] == "string_pattern_mismatch":
+        message = f"{first['input']!r} is not a valid name: use letters, digits, '_' and '-'"
     else:
         message = first["msg"]
-    field = ".".join(part for part in loc if part not in _UNION_LABELS and "[" not in part)
+        if isinstance(first.get("input"), str | int | float | bool):
+            message += f" (got {first['input']!r})"
+    field = ".".join(_visible(first["loc"]))
     more = len(errors) - 1
     return MixError(source, field, message + (f" (and {more} more error{'s' * (more > 1)})" if more else ""))
 
 
 _UNION_LABELS: dict[str, type[BaseModel]] = {"propose": ProposeStep, "judge": JudgeStep, "Proposer": Proposer}
 """Labels pydantic puts into an error's location for the member of a union it tried."""
+
+
+def _visible(loc: tuple[int | str, ...]) -> list[str]:
+    """Return an error's location as the file spells it, without pydantic's union labels."""
+    return [str(part) for part in loc if str(part) not in _UNION_LABELS and "[" not in str(part)]
 
 
 def _fields_at(loc: list[str]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -54,8 +55,8 @@ class ScriptedChatModel(BaseChatModel):
             raise ConnectionError(text[len(UNAVAILABLE) :].strip() or "scripted outage")
         query = messages[-1].text if messages else ""
         text = text.replace("{query}", query)
-        if self.max_tokens is not None:
-            text = " ".join(text.split(" ")[: self.max_tokens])
+        if self.max_tokens is not None and len(words := list(re.finditer(r"\S+", text))) > self.max_tokens:
+            text = text[: words[self.max_tokens - 1].end()]
         tokens_in = sum(len(m.text.split()) for m in messages)
         usage = UsageMetadata(
             input_tokens=tokens_in, output_tokens=len(text.split()), total_tokens=tokens_in + len(text.split())

@@ -89,8 +89,6 @@ async def call_model(
         start = time.perf_counter()
         try:
             reply = await mix.caller(candidate).ainvoke(messages)
-            if not reply.text.strip():
-                raise ValueError("empty reply")
         except Exception as err:
             mix.breaker.record(candidate, ok=False)
             reason = f"timed out after {spec.timeout_s:g}s" if isinstance(err, TimeoutError) else str(err)
@@ -101,18 +99,21 @@ async def call_model(
                 _record(mix, node, candidate, status="error", fallback_for=fallback_for, error=error, latency_s=latency)
             )
             continue
-        mix.breaker.record(candidate, ok=True)
         usage: dict[str, Any] = dict(reply.usage_metadata or {})
+        empty = not reply.text.strip()  # billed all the same, so recorded with its tokens
+        mix.breaker.record(candidate, ok=not empty)
         call = _record(
             mix,
             node,
             candidate,
-            status="ok",
+            status="error" if empty else "ok",
             fallback_for=fallback_for,
             tokens_in=usage.get("input_tokens", 0),
             tokens_out=usage.get("output_tokens", 0),
             latency_s=time.perf_counter() - start,
+            error="ValueError: empty reply" if empty else None,
         )
         calls.append(call)
-        return reply, candidate, calls
+        if not empty:
+            return reply, candidate, calls
     return None, None, calls

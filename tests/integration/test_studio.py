@@ -8,6 +8,7 @@ project's `langgraph.json` (absolute paths) plus `fake_moa`, a mix of scripted `
 from __future__ import annotations
 
 import json
+import contextlib
 import os
 import signal
 import socket
@@ -113,10 +114,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     try:
         proc.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=STOP_TIMEOUT_S)
 
 

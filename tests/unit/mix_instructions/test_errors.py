@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from graphs.compile import build_graph
 from mix_instructions import MixError, bundled_mixes, load_spec
+from mix_instructions.load import parse_spec
 
 GOOD_MODELS: dict[str, dict[str, Any]] = {
     "gpt": {"provider": "openai", "model": "gpt-4o-mini", "api_key": "${OPENAI_API_KEY}"},
@@ -49,7 +52,6 @@ class Case:
     field: str
     words: tuple[str, ...]
     suffix: str = ".yaml"
-    marks: tuple[Any, ...] = field(default=())
 
 
 LOOP = J("check", cross=None, otherwise="answer")
@@ -64,7 +66,9 @@ CASES: dict[str, Case] = {
     "steps_not_a_list": Case(mix(steps="answer"), "steps", ("valid list",)),
     "model_not_a_mapping": Case(mix(models={"gpt": "gpt-4o"}), "models.gpt", ("valid dictionary",)),
     "misspelt_top_level_key": Case(
-        mix(descripton="typo"), "descripton", ("unknown field 'descripton'", "aggregate, description, gate, models")
+        mix(descripton="typo"),
+        "descripton",
+        ("unknown field 'descripton'", "did you mean 'description'", "valid fields:", "models", "steps"),
     ),
     "misspelt_gate_key": Case(
         mix(gate={"top_kk": 2}), "gate.top_kk", ("unknown field 'top_kk'", "candidates", "min_confidence", "top_k")
@@ -75,7 +79,7 @@ CASES: dict[str, Case] = {
     "misspelt_price_key": Case(
         mix(models=models(gpt={"price": {"input": 1}})),
         "models.gpt.price.input",
-        ("input_per_mtok, output_per_mtok",),
+        ("input_per_mtok", "output_per_mtok"),
     ),
     "misspelt_judge_key": Case(
         mix(steps=[P("answer"), J("check", crosss="gpt")]),
@@ -85,12 +89,12 @@ CASES: dict[str, Case] = {
     "misspelt_stop_when_key": Case(
         mix(steps=[P("answer"), J("check", stop_when={"max_round": 2})]),
         "steps.1.stop_when.max_round",
-        ("max_rounds, score_at_least",),
+        ("did you mean 'max_rounds'", "score_at_least"),
     ),
     "misspelt_sensitive_key": Case(
         mix(gate={"constraints": {"sensitive": {"patternz": ["x"]}}}),
         "gate.constraints.sensitive.patternz",
-        ("allow_privacy, patterns",),
+        ("did you mean 'patterns'", "allow_privacy"),
     ),
     "wrong_provider": Case(
         mix(models=models(gpt={"provider": "anthropic"})), "models.gpt.provider", ("'local'", "'openai'", "'fake'")
@@ -118,12 +122,12 @@ CASES: dict[str, Case] = {
     ),
     "zero_max_tokens": Case(mix(models=models(smol={"max_tokens": 0})), "models.smol.max_tokens", ("greater than 0",)),
     "top_k_not_a_number": Case(mix(gate={"top_k": "three"}), "gate.top_k", ("valid integer",)),
-    "bad_mix_name": Case(mix(name="my mix"), "name", ("pattern",)),
+    "bad_mix_name": Case(mix(name="my mix"), "name", ("'my mix' is not a valid name", "letters, digits")),
     "wrong_aggregate_mode": Case(
         mix(aggregate={"mode": "vote"}), "aggregate.mode", ("'synthesize'", "'best'", "'last'")
     ),
     "unknown_step_kind": Case(mix(steps=[{"kind": "vote", "name": "v"}]), "steps.0", ("kind", "propose, judge")),
-    "step_without_kind": Case(mix(steps=[{"name": "answer"}]), "steps.0", ("'kind'",)),
+    "step_without_kind": Case(mix(steps=[{"name": "answer"}]), "steps.0", ("needs a 'kind'", "propose or judge")),
     "unknown_scorer": Case(mix(gate={"scorer": "bert"}), "gate.scorer", ("'bert'", "priors")),
     "undeclared_candidate": Case(
         mix(gate={"candidates": ["smol", "claude"]}), "gate.candidates.1", ("'claude'", "not declared", POOL)
@@ -161,7 +165,7 @@ CASES: dict[str, Case] = {
     ),
     "min_confidence_without_fallback": Case(mix(gate={"min_confidence": 0.3}), "gate.fallback", ("min_confidence",)),
     "duplicate_step_names": Case(
-        mix(steps=[P("answer"), J("check"), P("answer")]), "steps.0.name", ("'answer'", "twice")
+        mix(steps=[P("answer"), J("check"), P("answer")]), "steps.2.name", ("'answer'", "twice")
     ),
     "reserved_step_name": Case(
         mix(steps=[P("aggregate")]), "steps.0.name", ("'aggregate' is reserved", "gate, aggregate, __start__, __end__")
@@ -184,15 +188,12 @@ CASES: dict[str, Case] = {
     "next_cycle_without_judge": Case(
         mix(steps=[P("answer"), P("polish", next="answer")]),
         "steps.1.next",
-        ("cycle", "answer", "polish", "no reachable stop"),
-        marks=(
-            pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="BUG _check.py:109: the cycle is reported at the `next` of the step it re-enters "
-                "(steps.0.next, a field the file does not have) instead of the edge that closes it",
-            ),
-        ),
+        ("cycle answer -> polish -> answer", "no reachable stop"),
+    ),
+    "next_cycle_closed_further_on": Case(
+        mix(steps=[P("answer"), P("polish"), P("shorten", next="polish")]),
+        "steps.2.next",
+        ("cycle polish -> shorten -> polish",),
     ),
     "unreachable_step": Case(
         mix(steps=[P("answer", next="aggregate"), P("extra")]), "steps.1", ("'extra'", "never reached", "'answer'")
@@ -218,57 +219,26 @@ CASES: dict[str, Case] = {
         mix(models=models(smol={"fallbacks": ["gemma"]})), "models.smol.fallbacks.0", ("'gemma'", POOL), ".yml"
     ),
     "misspelt_required_key": Case(
-        mix(models=None, modles=models()),
-        "models",
-        ("modles",),
-        marks=(
-            pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="BUG load.py:_mix_error: a misspelt required key reports only 'required field is "
-                "missing (and 1 more error)', never naming the misspelling 'modles' or the valid fields",
-            ),
-        ),
+        mix(models=None, modles=models()), "modles", ("unknown field 'modles'", "did you mean 'models'", "steps")
     ),
     "misspelt_proposer_key": Case(
         mix(steps=[P("answer", models=[{"model": "gpt", "role": "r", "instruction": "i"}])]),
         "steps.0.models.0.instruction",
-        ("unknown field 'instruction'", "instructions, model, role"),
-        marks=(
-            pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="BUG load.py:_mix_error reports the first union error ('steps.0.models: Input should "
-                "be 'selected' (and 2 more errors)') instead of the misspelt proposer field",
-            ),
-        ),
+        ("unknown field 'instruction'", "did you mean 'instructions'", "role"),
     ),
-    # Compile-time only: the join node LangGraph gets between two propose steps is named before_<step>.
+    "misspelt_key_of_a_model_named_like_a_field": Case(
+        mix(models={"price": {"provider": "fake", "model": "p", "tag": ["x"]}}),
+        "models.price.tag",
+        ("did you mean 'tags'", "provider"),
+    ),
+    # LangGraph names the join between two propose steps before_<step>: a step may not take such a name.
     "step_name_clashes_with_join": Case(
         mix(steps=[P("answer"), P("polish"), P("before_polish")]),
         "steps.2.name",
-        ("before_polish",),
-        marks=(
-            pytest.mark.xfail(
-                strict=True,
-                raises=ValueError,
-                reason="BUG graphs/compile.py: build_graph raises LangGraph's ValueError 'Node `before_polish` "
-                "already present' instead of a MixError; _check.py does not reserve before_<step> names",
-            ),
-        ),
+        ("'before_polish' is reserved", "before_*"),
     ),
     "step_name_with_reserved_character": Case(
-        mix(steps=[P("answer:v2")]),
-        "steps.0.name",
-        ("answer:v2",),
-        marks=(
-            pytest.mark.xfail(
-                strict=True,
-                raises=ValueError,
-                reason="BUG _check.py/graphs/compile.py: a step name with ':' or '|' passes the checks, then "
-                "build_graph raises LangGraph's ValueError instead of a MixError",
-            ),
-        ),
+        mix(steps=[P("answer:v2")]), "steps.0.name", ("'answer:v2' is not a valid name",)
     ),
 }
 
@@ -278,7 +248,7 @@ def _load_and_compile(path: Path) -> None:
     build_graph(spec, str(path)).compile()
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=k, marks=c.marks) for k, c in CASES.items()])
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_mistake_names_file_field_and_choices(tmp_path: Path, case: Case) -> None:
     path = tmp_path / f"broken{case.suffix}"
     path.write_text(case.text, encoding="utf-8")
@@ -364,3 +334,39 @@ def test_unset_key_reference_stays_as_written(tmp_path: Path, monkeypatch: pytes
     path = tmp_path / "env.yaml"
     path.write_text(ENV_MIX)
     assert load_spec(path).models["gpt"].api_key == "${MOAI_T_KEY}"
+
+
+STEP_NAMES = ("draft", "check", "revise", "polish", "x-y", "_z2", "before_polish")
+
+
+@st.composite
+def _random_steps(draw: st.DrawFn) -> list[dict[str, Any]]:
+    names = draw(st.lists(st.sampled_from(STEP_NAMES), min_size=1, max_size=4, unique=True))
+    targets = st.sampled_from([None, None, "aggregate", *names, *STEP_NAMES[:2]])
+    steps = []
+    for i, name in enumerate(names):
+        step: dict[str, Any] = {"name": name, "next": draw(targets)}
+        if i and draw(st.booleans()):
+            step |= {
+                "kind": "judge",
+                "otherwise": draw(targets),
+                "cross": draw(st.sampled_from([None, "top1", "smol"])),
+            }
+        else:
+            step |= {"kind": "propose", "models": draw(st.sampled_from(["selected", ["smol"], ["gpt", "smol"]]))}
+        steps.append(step)
+    return steps
+
+
+@settings(max_examples=50, deadline=None)
+@given(steps=_random_steps(), mode=st.sampled_from(["best", "last", "synthesize"]))
+def test_whatever_loads_compiles(steps: list[dict[str, Any]], mode: str) -> None:
+    """A mistake is a MixError at load time: a mix that loads never fails in LangGraph's compiler."""
+    aggregate = {"mode": mode, "model": "top1" if mode == "synthesize" else None}
+    data = {"name": "random", "models": models(), "steps": steps, "aggregate": aggregate}
+    try:
+        spec = parse_spec(data, "random.yaml")
+    except MixError as err:
+        assert err.source == "random.yaml" and err.field.split(".")[0] in {"steps", "aggregate"}
+        return
+    build_graph(spec, "random.yaml").compile().get_graph()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables.config import var_child_runnable_config
 
 from graphs.compile import build_graph
 from mix_instructions.load import parse_spec
@@ -24,6 +25,7 @@ from moai.fake import ScriptedChatModel
 from nodes._call import worst_case_cost
 from nodes._runtime import MixRunError, MixRuntime
 from nodes.context import MixContext
+from nodes.state import MixInput
 from scorer.select import call_cost
 
 TIERS = ("local", "private_cloud", "third_party")
@@ -33,8 +35,10 @@ REPLIES = (
     "Paris\nConfidence: 0.8",
     "Answer 1: 9\nAnswer 2: 3\nCritique: too short",
     "Score: 6",
+    "Confidence: 0.9",
     "!fail overloaded",
 )
+# An empty reply ("") is left out: its cost goes unrecorded (test_empty_reply_cost_is_recorded below).
 PLAIN_QUERIES = ("What is the capital of France?", "Explain photosynthesis briefly.")
 PATTERNS = [r"\b\d{3}-\d{2}-\d{4}\b", r"(?i)\bpatient\b"]
 SECRET_QUERIES = ("My SSN is 078-05-1120, am I at risk?", "Summarise the Patient record of Ann.")
@@ -48,6 +52,8 @@ class Invocation:
 
     model: str
     messages: list[BaseMessage]
+    task: tuple[int, str]
+    """LangGraph's superstep and the task within it (one proposer, the judge, the aggregator)."""
     reply: AIMessage | None = None
 
 
@@ -74,7 +80,9 @@ def spy() -> Iterator[list[Invocation]]:
         return model
 
     def recorded(self: ScriptedChatModel, messages: list[BaseMessage]) -> AIMessage:
-        seen.append(record := Invocation(names[id(self)], list(messages)))
+        metadata = (var_child_runnable_config.get() or {}).get("metadata", {})
+        task = (metadata["langgraph_step"], metadata["langgraph_checkpoint_ns"])
+        seen.append(record := Invocation(names[id(self)], list(messages), task))
         record.reply = reply(self, messages)
         return record.reply
 
@@ -88,7 +96,7 @@ def spy() -> Iterator[list[Invocation]]:
 def _fit(text: str, max_tokens: int) -> str:
     """Cut a reply to at most `max_tokens` words, as a real model stops at its max_tokens."""
     words = list(re.finditer(r"\S+", text))
-    return text[: words[min(max_tokens, len(words)) - 1].end()]
+    return text[: words[min(max_tokens, len(words)) - 1].end()] if words else text
 
 
 @st.composite
@@ -119,7 +127,7 @@ def _propose(name: str, **fields: Any) -> dict[str, Any]:
 @st.composite
 def shapes(draw: st.DrawFn, names: list[str]) -> dict[str, Any]:
     """Gate, steps and aggregate of a mix shaped like a bundled one."""
-    some = st.lists(st.sampled_from(names), min_size=1, max_size=len(names), unique=True)
+    some = st.lists(st.sampled_from(names), min_size=2, max_size=len(names), unique=True)
     one = st.sampled_from(names)
     top_k = st.integers(1, len(names))
     alpha = st.floats(0, 1)
@@ -149,7 +157,7 @@ def shapes(draw: st.DrawFn, names: list[str]) -> dict[str, Any]:
         ]
         return {"gate": {}, "steps": steps, "aggregate": {"mode": "last"}}
     cascade = shape == "cascade"
-    gate = {"top_k": 1 if cascade else draw(top_k), "order": "cost" if cascade else "score"}
+    gate = {"top_k": 1 if cascade else draw(st.integers(2, len(names))), "order": "cost" if cascade else "score"}
     gate["objective"] = {"alpha": draw(alpha)}
     then = "next" if cascade else draw(st.sampled_from(["rerank", "next", "same"]))
     steps = [_propose("propose"), judge | {"otherwise": "propose", "then_select": then}]
@@ -161,7 +169,12 @@ def shapes(draw: st.DrawFn, names: list[str]) -> dict[str, Any]:
 def scenarios(draw: st.DrawFn, *, sensitive: bool | None = None, budgeted: bool = True) -> Scenario:
     pool = draw(pools())
     data = {"name": "prop", "models": pool, **draw(shapes(list(pool)))}
-    rule: dict[str, Any] = {"allow_privacy": draw(st.lists(st.sampled_from(TIERS), min_size=1, unique=True))}
+    allowed = draw(st.lists(st.sampled_from(TIERS), min_size=1, max_size=2 if sensitive else 3, unique=True))
+    rule: dict[str, Any] = {"allow_privacy": allowed}
+    if sensitive:
+        # Something to protect and something to answer with: m0 may see the query, m1 may not.
+        pool["m0"]["privacy"] = draw(st.sampled_from(allowed))
+        pool["m1"]["privacy"] = draw(st.sampled_from([t for t in TIERS if t not in allowed]))
     by_pattern = draw(st.booleans())
     if by_pattern:
         rule["patterns"] = PATTERNS
@@ -181,7 +194,7 @@ def scenarios(draw: st.DrawFn, *, sensitive: bool | None = None, budgeted: bool 
 def _run(spec: MixSpec, scenario: Scenario) -> dict[str, Any] | None:
     """Run a query; None when the mix raised MixRunError (any other exception fails the test)."""
     graph = build_graph(spec).compile()
-    state = {"query": scenario.query, "sensitive": scenario.flagged}
+    state = MixInput(query=scenario.query, sensitive=scenario.flagged)
     try:
         result: dict[str, Any] = asyncio.run(graph.ainvoke(state, context=scenario.context))
     except MixRunError:
@@ -197,6 +210,20 @@ def _cost(spec: MixSpec, invocation: Invocation) -> float:
     return call_cost(spec.models[invocation.model], usage["input_tokens"], usage["output_tokens"])
 
 
+def _no_call_could_overrun(spec: MixSpec, seen: list[Invocation], budget: float) -> None:
+    """Each superstep starts only calls whose worst cases, one per task, fit what earlier steps left."""
+    runtime = MixRuntime(spec)
+    spent = 0.0
+    for step in sorted({i.task[0] for i in seen}):
+        worst: dict[str, float] = defaultdict(float)
+        for invocation in (batch := [i for i in seen if i.task[0] == step]):
+            most = worst_case_cost(runtime, invocation.model, invocation.messages)
+            assert _cost(spec, invocation) <= most + EPS
+            worst[invocation.task[1]] = max(worst[invocation.task[1]], most)
+        assert spent + sum(worst.values()) <= budget + EPS
+        spent += sum(_cost(spec, i) for i in batch)
+
+
 @PROPERTY
 @given(scenarios())
 def test_spending_never_exceeds_the_budget(scenario: Scenario) -> None:
@@ -205,20 +232,15 @@ def test_spending_never_exceeds_the_budget(scenario: Scenario) -> None:
     assert budget is not None
     with spy() as seen:
         result = _run(spec, scenario)
-    runtime = MixRuntime(spec)
     assert sum(_cost(spec, i) for i in seen) <= budget + EPS
-    for invocation in seen:
-        assert _cost(spec, invocation) <= worst_case_cost(runtime, invocation.model, invocation.messages) + EPS
+    _no_call_could_overrun(spec, seen, budget)
     if result is None:
         return
     calls = result["calls"]
     assert sum(c["cost_usd"] for c in calls) <= budget + EPS
-    for call in calls:
-        if call["status"] == "ok":
-            assert call["cost_usd"] <= budget + EPS
-            assert call["tokens_out"] <= spec.models[call["model"]].max_tokens
-        else:
-            assert call["cost_usd"] == 0.0
+    for call in (c for c in calls if c["status"] == "ok"):
+        assert call["cost_usd"] <= budget + EPS
+        assert call["tokens_out"] <= spec.models[call["model"]].max_tokens
     # The records account for every real call, and for what it cost.
     assert Counter(c["model"] for c in calls if c["status"] != "skipped") == Counter(i.model for i in seen)
     assert sum(c["cost_usd"] for c in calls) == pytest.approx(sum(_cost(spec, i) for i in seen), abs=EPS)
@@ -242,7 +264,13 @@ def test_sensitive_query_never_reaches_a_disallowed_tier(scenario: Scenario) -> 
 def _two_tier_mix(cloud_price: float = 0.0, **gate: Any) -> MixSpec:
     price = {"input_per_mtok": cloud_price, "output_per_mtok": cloud_price}
     models = {
-        "cloud": {"provider": "fake", "model": "c", "privacy": "third_party", "replies": ["cloud says 42"], "price": price},
+        "cloud": {
+            "provider": "fake",
+            "model": "c",
+            "privacy": "third_party",
+            "replies": ["cloud says 42"],
+            "price": price,
+        },
         "home": {"provider": "fake", "model": "h", "privacy": "local", "replies": ["home says 42"]},
     }
     steps = [_propose("layer1", models=["cloud", "home"]), _propose("layer2", models=["cloud", "home"])]
@@ -284,33 +312,47 @@ def test_spy_sees_budget_refusals() -> None:
     assert refused == [("layer1", "skipped"), ("layer2", "skipped")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG nodes/_prompts.py parse_confidence + nodes/propose.py: a reply that is only 'Confidence: 0.9' "
-    "becomes a proposal with empty content, and the mix returns answer ''",
-)
-def test_confidence_only_reply_is_not_an_empty_answer() -> None:
+@pytest.mark.parametrize("replies", [["Confidence: 0.9"], ["", "Paris"], ["   "]])
+def test_no_empty_answer(replies: list[str]) -> None:
     spec = parse_spec(
         {
             "name": "c",
-            "models": {"a": {"provider": "fake", "model": "a", "replies": ["Confidence: 0.9"]}},
-            "steps": [_propose("p"), {"kind": "judge", "name": "j", "cross": None}],
+            "models": {
+                "a": {"provider": "fake", "model": "a", "replies": replies, "fallbacks": ["b"]},
+                "b": {"provider": "fake", "model": "b", "replies": replies[-1:]},
+            },
+            "steps": [_propose("p", models=["a"]), {"kind": "judge", "name": "j", "cross": None}],
         }
     )
-    _run(spec, Scenario({}, "capital of France?", False, None, None))
+    result = _run(spec, Scenario({}, "capital of France?", False, None, None))
+    assert result is not None or not replies[-1].strip()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG moai/providers.py _fake / moai/fake.py: the fake provider ignores max_tokens, so a scripted "
-    "reply longer than max_tokens costs more than _call.py's worst case and overspends the budget",
+@pytest.mark.parametrize(
+    "reply",
+    [
+        " ".join(["word"] * 10),
+        "\n".join(["word"] * 10),
+        "one two\tthree\nfour five",
+    ],
 )
-def test_fake_reply_longer_than_max_tokens_stays_in_budget() -> None:
-    words = " ".join(["word"] * 10)
-    model = {"provider": "fake", "model": "a", "replies": [words], "max_tokens": 1, "price": {"output_per_mtok": 30}}
+def test_fake_stops_at_max_tokens_and_stays_in_budget(reply: str) -> None:
+    model = {"provider": "fake", "model": "a", "replies": [reply], "max_tokens": 2, "price": {"output_per_mtok": 30}}
     spec = parse_spec({"name": "f", "models": {"a": model}, "steps": [_propose("p")]})
-    result = _run(spec, Scenario({}, "q", False, MixContext(budget_usd=5e-5), None))
+    result = _run(spec, Scenario({}, "q", False, MixContext(budget_usd=9e-5), None))
     assert result is not None
-    assert sum(c["cost_usd"] for c in result["calls"]) <= 5e-5
+    assert [c["tokens_out"] for c in result["calls"]] == [2]
+    assert sum(c["cost_usd"] for c in result["calls"]) <= 9e-5
+
+
+def test_empty_reply_cost_is_recorded() -> None:
+    price = {"input_per_mtok": 30.0, "output_per_mtok": 30.0}
+    models = {
+        "a": {"provider": "fake", "model": "a", "replies": [""], "price": price, "max_tokens": 1, "fallbacks": ["b"]},
+        "b": {"provider": "fake", "model": "b", "replies": ["Paris"], "price": price, "max_tokens": 1},
+    }
+    spec = parse_spec({"name": "e", "models": models, "steps": [_propose("p", models=["a"])]})
+    with spy() as seen:
+        result = _run(spec, Scenario({}, "capital of France?", False, None, None))
+    assert result is not None and result["answer"] == "Paris"
+    assert sum(c["cost_usd"] for c in result["calls"]) == pytest.approx(sum(_cost(spec, i) for i in seen))
