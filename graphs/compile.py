@@ -42,7 +42,8 @@ def build_graph(spec: MixSpec, source: str = "<mix>") -> StateGraph[MixState, Mi
 
     Every step becomes a node named after it. A propose step is entered by one `Send` per model; what
     follows it (a judge, the aggregator, or a `before_<step>` join when another propose step follows)
-    runs once, deferred until the whole layer is in. A judge's `otherwise` edge closes a loop.
+    runs once: every `Send` of a layer runs in the same superstep, so no node needs `defer` (which
+    would also make LangGraph draw false edges into it). A judge's `otherwise` edge closes a loop.
 
     Raises:
         MixError: A reference or the shape of the steps is wrong; the message names `source` and the field.
@@ -61,15 +62,15 @@ def build_graph(spec: MixSpec, source: str = "<mix>") -> StateGraph[MixState, Mi
             if target in propose_steps:
                 join = f"before_{target}"
                 builder.add_node(
-                    join, _sync_and_async(make_next_layer(mix, target)), defer=True, destinations=(target,)
+                    join, _sync_and_async(make_next_layer(mix, target)), destinations=(target,)
                 )
                 target = join
             builder.add_edge(step.name, target)
         else:
             assert isinstance(step, JudgeStep)
             exits = tuple(dict.fromkeys(t for t in (target, step.otherwise) if t is not None))
-            builder.add_node(step.name, _sync_and_async(make_judge(mix, step)), defer=True, destinations=exits)
-    builder.add_node("aggregate", _sync_and_async(make_aggregate(mix)), defer=True)
+            builder.add_node(step.name, _sync_and_async(make_judge(mix, step)), destinations=exits)
+    builder.add_node("aggregate", _sync_and_async(make_aggregate(mix)))
     builder.add_edge(START, "gate")
     builder.add_edge("aggregate", END)
     return builder
