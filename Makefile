@@ -31,7 +31,7 @@ unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q -p no:cacheprovider
 
 studio: $(STAMP)
-	LANGGRAPH_CLI_NO_ANALYTICS=1 LANGGRAPH_NO_VERSION_CHECK=true LANGSMITH_API_KEY= \
+	env -u LANGSMITH_API_KEY -u LANGCHAIN_API_KEY LANGGRAPH_CLI_NO_ANALYTICS=1 LANGGRAPH_NO_VERSION_CHECK=true \
 	$(VENV)/bin/langgraph dev --host 127.0.0.1 --port $(PORT) --no-browser
 
 bench: $(STAMP)
