@@ -50,13 +50,7 @@ def route_to(
     sends = []
     for entry in entries:
         model, role, instructions = (
-            (entry, None, None)
-            if isinstance(entry, str)
-            else (
-                entry.model,
-                entry.role,
-                entry.instructions,
-            )
+            (entry, None, None) if isinstance(entry, str) else (entry.model, entry.role, entry.instructions)
         )
         task = ProposeTask(
             query=state["query"],

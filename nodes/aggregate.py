@@ -29,6 +29,12 @@ def best_proposal(state: MixState, proposals: list[Proposal]) -> Proposal:
     return max(enumerate(proposals), key=key)[1]
 
 
+def _top_model(state: MixState) -> str:
+    """Return the best-scored model that no hard constraint rules out for this query."""
+    allowed = [name for name in state["scores"] if name not in state["gate"]["excluded"]]
+    return max(allowed, key=state["scores"].__getitem__)
+
+
 def make_aggregate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, dict[str, Any]]]:
     """Return the aggregate node."""
     spec = mix.spec.aggregate
@@ -43,8 +49,7 @@ def make_aggregate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, dict[st
         answer = best_proposal(state, proposals if spec.mode == "best" else latest)["content"]
         trace = f"aggregate:{spec.mode}"
         if spec.mode == "synthesize" and len(latest) > 1:
-            model = spec.model if spec.model != "top1" else max(state["scores"], key=state["scores"].__getitem__)
-            assert model is not None
+            model = _top_model(state) if spec.model in (None, "top1") else spec.model
             reply, _, calls = await call_model(
                 mix,
                 "aggregate",
