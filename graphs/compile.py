@@ -61,9 +61,7 @@ def build_graph(spec: MixSpec, source: str = "<mix>") -> StateGraph[MixState, Mi
             builder.add_node(step.name, _sync_and_async(make_propose(mix, step)))
             if target in propose_steps:
                 join = f"before_{target}"
-                builder.add_node(
-                    join, _sync_and_async(make_next_layer(mix, target)), destinations=(target,)
-                )
+                builder.add_node(join, _sync_and_async(make_next_layer(mix, target)), destinations=(target,))
                 target = join
             builder.add_edge(step.name, target)
         else:

@@ -16,6 +16,7 @@ class ProviderError(RuntimeError):
 
 
 def _openai(name: str, spec: ModelSpec) -> BaseChatModel:
+    import httpx
     from langchain_openai import ChatOpenAI
 
     key = spec.api_key
@@ -31,6 +32,9 @@ def _openai(name: str, spec: ModelSpec) -> BaseChatModel:
         timeout=spec.timeout_s,
         max_retries=0,
         stream_usage=True,
+        # Its own async client: langchain-openai's default one is shared by the whole process, so a
+        # connection opened in one event loop would be reused, broken, from the next.
+        http_async_client=httpx.AsyncClient(timeout=spec.timeout_s),
     )
     return model
 

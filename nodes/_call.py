@@ -21,11 +21,15 @@ _MESSAGE_OVERHEAD_TOKENS = 16
 """Chat-template tokens a message may add around its text."""
 
 
+def _prompt_tokens_bound(messages: list[BaseMessage]) -> int:
+    # A byte-level tokenizer never makes more tokens than the text has bytes.
+    return sum(len(m.text.encode()) + _MESSAGE_OVERHEAD_TOKENS for m in messages) + _MESSAGE_OVERHEAD_TOKENS
+
+
 def worst_case_cost(mix: MixRuntime, name: str, messages: list[BaseMessage]) -> float:
-    """Return the most a call can cost: a byte-level tokenizer never makes more tokens than bytes."""
+    """Return the most a call can cost: every prompt byte a token, and every output token used."""
     spec = mix.spec.models[name]
-    tokens_in = sum(len(m.text.encode()) + _MESSAGE_OVERHEAD_TOKENS for m in messages) + _MESSAGE_OVERHEAD_TOKENS
-    return call_cost(spec, tokens_in, spec.max_tokens)
+    return call_cost(spec, _prompt_tokens_bound(messages), spec.max_tokens)
 
 
 def _record(
@@ -39,6 +43,7 @@ def _record(
     tokens_out: int = 0,
     latency_s: float = 0.0,
     error: str | None = None,
+    usage_estimated: bool = False,
 ) -> Call:
     spec = mix.spec.models[name]
     energy_wh = (tokens_in + tokens_out) / 1000 * spec.energy_wh_per_ktok
@@ -55,6 +60,7 @@ def _record(
         status=status,
         error=error,
         fallback_for=fallback_for,
+        usage_estimated=usage_estimated,
     )
 
 
@@ -100,6 +106,11 @@ async def call_model(
             )
             continue
         usage: dict[str, Any] = dict(reply.usage_metadata or {})
+        if not usage.get("input_tokens") and not usage.get("output_tokens"):
+            # Some servers report no usage (llama.cpp's, when streaming): count the upper bound, so the
+            # budget still holds, and say so.
+            out_bound = min(len(reply.text.encode()), spec.max_tokens)
+            usage = {"input_tokens": _prompt_tokens_bound(messages), "output_tokens": out_bound, "estimated": True}
         empty = not reply.text.strip()  # billed all the same, so recorded with its tokens
         mix.breaker.record(candidate, ok=not empty)
         call = _record(
@@ -112,6 +123,7 @@ async def call_model(
             tokens_out=usage.get("output_tokens", 0),
             latency_s=time.perf_counter() - start,
             error="ValueError: empty reply" if empty else None,
+            usage_estimated=usage.get("estimated", False),
         )
         calls.append(call)
         if not empty:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -48,6 +49,9 @@ class MixRuntime:
     scorer: Predictor = field(init=False)
     breaker: CircuitBreaker = field(init=False)
     _models: dict[str, BaseChatModel] = field(default_factory=dict, init=False, repr=False)
+    _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, BaseChatModel]] = field(
+        default_factory=weakref.WeakKeyDictionary, init=False, repr=False
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -55,11 +59,23 @@ class MixRuntime:
         self.breaker = CircuitBreaker(self.spec.circuit.failures, self.spec.circuit.cooldown_s)
 
     def chat_model(self, name: str) -> BaseChatModel:
-        """Return the chat model of a pool member, building it on first use."""
+        """Return the chat model of a pool member, building it on first use.
+
+        An `openai` model is built once per event loop: its async HTTP connections belong to the loop
+        that opened them, and `invoke` or repeated `asyncio.run` calls each bring a new loop.
+        """
         with self._lock:
-            if name not in self._models:
-                self._models[name] = make_chat_model(name, self.spec.models[name])
-            return self._models[name]
+            models = self._models
+            if self.spec.models[name].provider == "openai" and name not in self._models:
+                models = self._per_loop.setdefault(asyncio.get_running_loop(), {})
+            if name not in models:
+                models[name] = make_chat_model(name, self.spec.models[name])
+            return models[name]
+
+    def use_model(self, name: str, model: BaseChatModel) -> None:
+        """Answer as `name` with this chat model (tests and benchmarks inject scripted models so)."""
+        with self._lock:
+            self._models[name] = model
 
     def caller(self, name: str) -> Runnable[list[BaseMessage], AIMessage]:
         """Return the chat model of a pool member with its timeout per attempt and its retries."""

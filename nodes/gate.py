@@ -28,8 +28,12 @@ def decide(mix: MixRuntime, query: str, flagged: bool, top_k: int | None = None)
     sensitive = is_sensitive(query, flagged, gate.constraints.sensitive)
     scores = dict(zip(candidates, mix.scorer.predict([query], candidates)[0], strict=True))
     out = excluded({name: mix.spec.models[name] for name in candidates}, gate.constraints, sensitive)
-    out |= {name: why for name in candidates if name not in out and (why := mix.breaker.open_reason(name))}
-    allowed = {name: score for name, score in scores.items() if name not in out}
+    cooling = {name: why for name in candidates if name not in out and (why := mix.breaker.open_reason(name))}
+    healthy = {name: score for name, score in scores.items() if name not in out and name not in cooling}
+    if healthy:
+        out |= cooling
+    # With nothing healthy left, a cooling model is still selected: its call goes to its fallbacks.
+    allowed = healthy or {name: score for name, score in scores.items() if name not in out}
     if not allowed:
         reasons = "; ".join(f"{name}: {why}" for name, why in out.items())
         raise MixRunError(f"mix '{mix.spec.name}': no model may answer this query ({reasons})")

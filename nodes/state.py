@@ -25,6 +25,7 @@ class Call(TypedDict):
     status: Literal["ok", "error", "skipped"]
     error: str | None
     fallback_for: str | None
+    usage_estimated: bool
 
 
 class Proposal(TypedDict):

@@ -9,9 +9,10 @@ switches its mode while it runs:
 - `down`: stop listening (new connections are refused) and abort the connections open at that moment.
 
 `fail_after(n)` forwards the next `n` chat-completion requests and then goes `down` at once, so the
-server disappears in the middle of a run; `fail_next(n)` answers the next `n` with an error, then passes. Every request gets its own upstream connection and is answered
-with `Connection: close`, so no pooled connection outlives a mode switch. The proxy runs its own event
-loop in a daemon thread; every wait is bounded, and `stop()` ends it.
+server disappears in the middle of a run; `fail_next(n)` answers the next `n` with an error, then
+forwards again. Every request gets its own upstream connection and is answered with `Connection: close`,
+so no pooled connection outlives a mode switch. The proxy runs its own event loop in a daemon thread;
+every wait is bounded, and `stop()` ends it.
 """
 
 from __future__ import annotations

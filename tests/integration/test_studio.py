@@ -7,8 +7,8 @@ project's `langgraph.json` (absolute paths) plus `fake_moa`, a mix of scripted `
 
 from __future__ import annotations
 
-import json
 import contextlib
+import json
 import os
 import signal
 import socket

@@ -47,7 +47,7 @@ async def test_a_failing_model_falls_back_in_order_and_every_attempt_is_recorded
 
 async def test_a_slow_model_times_out_and_its_fallback_answers() -> None:
     mix = MixRuntime(spec({"slow": {"timeout_s": 0.05, "fallbacks": ["fast"]}, "fast": {"replies": ["quick"]}}))
-    mix._models["slow"] = ScriptedChatModel(replies=["late"], delay_s=5)
+    mix.use_model("slow", ScriptedChatModel(replies=["late"], delay_s=5))
     reply, model, calls = await call_model(mix, "n", "slow", [HumanMessage("q")], sensitive=False, allowance_usd=None)
     assert model == "fast" and reply is not None and reply.text == "quick"
     assert calls[0]["status"] == "error" and calls[0]["error"] == "TimeoutError: timed out after 0.05s (2 attempts)"
