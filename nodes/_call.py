@@ -94,7 +94,7 @@ async def call_model(
             continue
         start = time.perf_counter()
         try:
-            reply = await mix.caller(candidate).ainvoke(messages)
+            reply = await mix.ainvoke(candidate, messages)
         except Exception as err:
             mix.breaker.record(candidate, ok=False)
             reason = f"timed out after {spec.timeout_s:g}s" if isinstance(err, TimeoutError) else str(err)

@@ -7,11 +7,10 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import Runnable, RunnableLambda
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
 from mix_instructions.schema import MixSpec
 from moai.providers import make_chat_model
@@ -77,26 +76,24 @@ class MixRuntime:
         with self._lock:
             self._models[name] = model
 
-    def caller(self, name: str) -> Runnable[list[BaseMessage], AIMessage]:
-        """Return the chat model of a pool member with its timeout per attempt and its retries."""
+    async def ainvoke(self, name: str, messages: list[BaseMessage]) -> AIMessage:
+        """Call a pool member with its timeout per attempt, retrying transient errors with backoff.
+
+        A retry of the model call itself, not LangGraph's RetryPolicy: that re-runs a whole node, which
+        would repeat the fallbacks and records around the call.
+        """
         spec = self.spec.models[name]
         model = self.chat_model(name)
-
-        async def attempt(messages: list[BaseMessage]) -> AIMessage:
-            return await asyncio.wait_for(model.ainvoke(messages), spec.timeout_s)
-
-        runnable: Runnable[list[BaseMessage], AIMessage] = RunnableLambda(attempt, name=name)
-        if spec.retries:
-            # A retry of the model call itself, not LangGraph's RetryPolicy: that re-runs a whole node,
-            # which would repeat the fallbacks and records around the call.
-            # tenacity deprecates `initial` for `multiplier`; langchain-core's TypedDict still says initial.
-            backoff: Any = {"multiplier": spec.backoff_s, "jitter": spec.backoff_s}
-            runnable = runnable.with_retry(
-                retry_if_exception_type=transient_errors(),
-                stop_after_attempt=spec.retries + 1,
-                exponential_jitter_params=backoff,
-            )
-        return runnable
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(spec.retries + 1),
+            wait=wait_exponential(multiplier=spec.backoff_s) + wait_random(0, spec.backoff_s),
+            retry=retry_if_exception_type(transient_errors()),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await asyncio.wait_for(model.ainvoke(messages), spec.timeout_s)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
 
 
 def nothing_answered(mix_name: str, calls: list[Call]) -> str:
