@@ -6,7 +6,7 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,23 +42,45 @@ def resolve_path(path_or_name: str | os.PathLike[str]) -> Path:
     raise MixError(str(path), "", f"neither a file nor a bundled mix; bundled mixes: {', '.join(bundled_mixes())}")
 
 
-def load_spec(path_or_name: str | os.PathLike[str]) -> MixSpec:
-    """Read, expand and validate a mix file.
+def load_spec(path_or_name: str | os.PathLike[str], overrides: Sequence[str | os.PathLike[str]] = ()) -> MixSpec:
+    """Read, expand and validate a mix file, with override files merged over it.
 
     Args:
         path_or_name: A `.yaml`/`.yml`/`.json` file, or the name of a bundled mix such as `"moa"`.
+        overrides: Files whose mappings are merged, in order, over the mix: e.g. a `models:` section
+            that points the pool at your own endpoints, without editing the mix.
 
     Raises:
-        MixError: The file is missing, unparsable or invalid; the message names the file and the field.
+        MixError: A file is missing, unparsable or invalid; the message names the file and the field.
     """
     path = resolve_path(path_or_name)
-    source = str(path)
+    data = _read(path)
+    sources = [str(path)]
+    for override in overrides:
+        extra = _read(Path(override))
+        if not isinstance(extra, Mapping):
+            raise MixError(str(override), "", f"an override is a mapping of fields, not {type(extra).__name__}")
+        data = _merge(data, extra)
+        sources.append(str(override))
+    return parse_spec(data, " + ".join(sources))
+
+
+def _read(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
-        raise MixError(source, "", f"cannot be parsed: {_one_line(err)}") from err
-    return parse_spec(data, source)
+        raise MixError(str(path), "", f"cannot be parsed: {_one_line(err)}") from err
+
+
+def _merge(base: Any, extra: Mapping[str, Any]) -> Any:
+    """Merge `extra` over `base`: mappings key by key, anything else replaced."""
+    if not isinstance(base, Mapping):
+        return dict(extra)
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, Mapping) and key in merged else value
+    return merged
 
 
 def parse_spec(data: Any, source: str = "<mix>") -> MixSpec:

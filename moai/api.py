@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from langgraph.graph import StateGraph
@@ -14,22 +15,30 @@ from mix_instructions import MixSpec, load_spec, resolve_path
 __all__ = ["build_mix", "load_mix"]
 
 
-def build_mix(spec: MixSpec | str | os.PathLike[str]) -> StateGraph[Any, Any, Any, Any]:
+def build_mix(
+    spec: MixSpec | str | os.PathLike[str], overrides: Sequence[str | os.PathLike[str]] = ()
+) -> StateGraph[Any, Any, Any, Any]:
     """Return the uncompiled graph of a mix (a MixSpec, a file, or a bundled mix's name).
 
     Compile it with the checkpointer of your choice: `build_mix("moa").compile(checkpointer=...)`.
+    `overrides` are files merged over the mix (see `load_spec`).
     """
     if isinstance(spec, MixSpec):
         return build_graph(spec)
-    return build_graph(load_spec(spec), str(resolve_path(spec)))
+    return build_graph(load_spec(spec, overrides), str(resolve_path(spec)))
 
 
-def load_mix(path_or_name: str | os.PathLike[str], **compile_kwargs: Any) -> CompiledStateGraph[Any, Any, Any, Any]:
+def load_mix(
+    path_or_name: str | os.PathLike[str],
+    overrides: Sequence[str | os.PathLike[str]] = (),
+    **compile_kwargs: Any,
+) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Return a mix compiled into a runnable graph (a LangChain `Runnable`).
 
     Args:
         path_or_name: A mix file, or the name of a bundled mix such as `"routemoa"`.
+        overrides: Files merged over the mix, e.g. a `models:` section pointing at your endpoints.
         **compile_kwargs: Passed to `StateGraph.compile`, e.g. `checkpointer=`.
     """
-    spec = load_spec(path_or_name)
+    spec = load_spec(path_or_name, overrides)
     return build_graph(spec, str(resolve_path(path_or_name))).compile(name=spec.name, **compile_kwargs)

@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     from moai.api import load_mix
     from nodes.context import MixContext
 
-    graph = load_mix(args.mix)
+    graph = load_mix(args.mix, args.override)
     context = MixContext(budget_usd=args.budget, top_k=args.top_k)
     state: dict[str, Any] = {"query": args.query, "sensitive": args.sensitive}
     if args.stream:
@@ -156,6 +156,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=None, help="most US dollars to spend (overrides the mix)")
     p.add_argument("--top-k", type=int, default=None, help="how many models the gate picks (overrides the mix)")
     p.add_argument("--stream", action="store_true", help="print the final answer token by token")
+    p.add_argument(
+        "--override", action="append", default=[], metavar="FILE", help="merge this file over the mix (repeatable)"
+    )
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
     p.set_defaults(func=_run)
     p = sub.add_parser("graph", help="draw a mix's graph (Mermaid; PNG with --png)")

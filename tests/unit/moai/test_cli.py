@@ -92,3 +92,27 @@ def test_shipped_json_schema_is_current(capsys: pytest.CaptureFixture[str]) -> N
     assert json.loads(shipped.read_text(encoding="utf-8")) == json_schema(), "run `make schema`"
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out) == json_schema()
+
+
+def test_an_override_file_points_a_bundled_mix_at_other_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    override = tmp_path / "pool.yaml"
+    override.write_text(
+        "models:\n"
+        "  smol: {provider: fake, replies: ['from the override']}\n"
+        "  gemma: {provider: fake, replies: ['unused']}\n",
+        encoding="utf-8",
+    )
+    assert main(["run", "route", "Q", "--override", str(override)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "from the override"
+    assert out[2] == "path: gate -> answer[smol] -> aggregate:best"
+
+
+def test_a_wrong_override_names_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    override = tmp_path / "pool.yaml"
+    override.write_text("models:\n  smol: {provider: openia}\n", encoding="utf-8")
+    assert main(["run", "route", "Q", "--override", str(override)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"route.yaml + {override}: models.smol.provider: " in err
