@@ -143,6 +143,19 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_build(args: argparse.Namespace) -> int:
+    from mix_instructions import load_spec
+    from scorer.dataset import build_routing_data, load_questions
+
+    spec = load_spec(args.mix, args.override)
+    questions = [q for path in args.qa for q in load_questions(path, args.n, args.seed)]
+    written = asyncio.run(build_routing_data(spec, questions, args.out, args.models))
+    print(
+        f"wrote {written} lines to {args.out} ({len(questions)} questions x {len(args.models or spec.models)} models)"
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moai", description="Mixture-of-AI: declarative mixes of LLMs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +178,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("mix", help="a mix file or a bundled mix name")
     p.add_argument("--png", type=Path, default=None, help="also write a PNG here (needs Graphviz)")
     p.set_defaults(func=_graph)
+    p = sub.add_parser("dataset", help="build routing data for a pool")
+    dataset = p.add_subparsers(dest="dataset_command", required=True)
+    p = dataset.add_parser("build", help="run every model of a mix on labelled questions, grade, write JSONL")
+    p.add_argument("--mix", required=True, help="the mix whose pool to run (a file or a bundled name)")
+    p.add_argument("--qa", nargs="+", required=True, help="MMLU folders of subject CSVs and/or GSM8K .jsonl files")
+    p.add_argument("--out", required=True, help="routing JSONL to append to (an interrupted build resumes)")
+    p.add_argument("--n", type=int, default=100, help="questions sampled from each --qa source")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    p.add_argument("--models", nargs="+", default=None, help="only these models of the pool")
+    p.add_argument("--override", action="append", default=[], metavar="FILE", help="merge this file over the mix")
+    p.set_defaults(func=_dataset_build)
     p = sub.add_parser("list", help="list the bundled mixes")
     p.set_defaults(func=_list)
     p = sub.add_parser("schema", help="print the JSON Schema of mix files")
