@@ -75,13 +75,14 @@ async def _stream(graph: Any, state: dict[str, Any], context: Any) -> dict[str, 
 def _report(result: dict[str, Any]) -> str:
     rows = [("node", "model", "status", "tokens in", "tokens out", "latency s", "cost $")]
     for call in result["calls"]:
+        approx = "<=" if call["usage_estimated"] else ""  # the server sent no usage: an upper bound
         rows.append(
             (
                 call["node"],
                 call["model"] + (f" (for {call['fallback_for']})" if call["fallback_for"] else ""),
                 call["status"] if call["status"] == "ok" else f"{call['status']}: {call['error']}",
-                str(call["tokens_in"]),
-                str(call["tokens_out"]),
+                approx + str(call["tokens_in"]),
+                approx + str(call["tokens_out"]),
                 f"{call['latency_s']:.2f}",
                 f"{call['cost_usd']:.6f}",
             )
