@@ -42,16 +42,27 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
             fail(f"models.{name}.replies", "only provider 'fake' takes scripted replies")
 
     gate = spec.gate
-    if gate.scorer != "priors":
-        fail("gate.scorer", f"unknown scorer '{gate.scorer}'; valid choices: priors")
+    candidates = gate.candidates if gate.candidates is not None else pool
     for i, name in enumerate(gate.candidates or []):
         need_model(f"gate.candidates.{i}", name)
-    candidates = gate.candidates if gate.candidates is not None else pool
     if not candidates:
         fail("gate.candidates", f"no candidates: list at least one of the {valid}")
     if gate.top_k > len(candidates):
         fail("gate.top_k", f"{gate.top_k} exceeds the {len(candidates)} candidate models")
     need_model("gate.fallback", gate.fallback)
+    if gate.scorer != "priors":
+        from scorer.locate import missing_models, resolve_checkpoint
+
+        try:
+            checkpoint = resolve_checkpoint(gate.scorer, source)
+        except ValueError as err:
+            fail("gate.scorer", str(err))
+        if unknown := missing_models(checkpoint, candidates):
+            fail(
+                "gate.scorer",
+                f"the checkpoint cannot score {', '.join(unknown)}: add them with `moai scorer add-model` "
+                "or leave them out of gate.candidates",
+            )
     if gate.min_confidence > 0 and gate.fallback is None:
         fail("gate.fallback", "min_confidence is set, so name the model to fall back to")
     for i, pattern in enumerate(gate.constraints.sensitive.patterns):

@@ -113,7 +113,11 @@ class Constraints(_Strict):
 class GateSpec(_Strict):
     """The gate: scores the pool for a query and picks the models that run first."""
 
-    scorer: str = Field("priors", description="'priors' (each model's declared quality).")
+    scorer: str = Field(
+        "priors",
+        description="What predicts each model's score: 'priors' (each model's declared quality), "
+        "'bundled:<name>' (a checkpoint shipped with moai) or a checkpoint folder (relative to the mix file).",
+    )
     candidates: list[str] | None = Field(None, description="Models the gate may pick; default: the whole pool.")
     order: Literal["score", "cost"] = Field(
         "score",

@@ -16,7 +16,8 @@ from mix_instructions.schema import MixSpec
 from moai.providers import make_chat_model
 from nodes._breaker import CircuitBreaker
 from nodes.state import Call
-from scorer import Predictor, PriorScorer
+from scorer import Predictor
+from scorer.locate import load_scorer
 
 __all__ = ["MixRunError", "MixRuntime", "nothing_answered", "transient_errors"]
 
@@ -54,7 +55,8 @@ class MixRuntime:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.scorer = PriorScorer({name: model.quality for name, model in self.spec.models.items()})
+        quality = {name: model.quality for name, model in self.spec.models.items()}
+        self.scorer = load_scorer(self.spec.gate.scorer, quality, self.source)
         self.breaker = CircuitBreaker(self.spec.circuit.failures, self.spec.circuit.cooldown_s)
 
     def chat_model(self, name: str) -> BaseChatModel:
