@@ -56,7 +56,12 @@ def make_judge(mix: MixRuntime, step: JudgeStep) -> Callable[..., Coroutine[Any,
         selected, tried = _next_selection(mix, step, state, scores)
         after = {**state, "calls": state["calls"] + calls, "selected": selected}
         reason = stop_reason(
-            step, max(v["score"] for v in verdicts), rounds[step.name], remaining_budget(budget, after), bool(selected)
+            step,
+            max(v["score"] for v in verdicts),
+            rounds[step.name],
+            remaining_budget(budget, after),
+            has_next=bool(selected),
+            judged=any(v["self_score"] is not None or v["cross_score"] is not None for v in verdicts),
         )
         update: dict[str, Any] = {
             "verdicts": verdicts,

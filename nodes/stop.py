@@ -17,8 +17,15 @@ from nodes.state import MixState
 __all__ = ["make_next_layer", "stop_reason"]
 
 
-def stop_reason(step: JudgeStep, best: float, rounds: int, remaining: float | None, has_next: bool) -> str | None:
-    """Return why the loop through this judge ends now, or None to go round again."""
+def stop_reason(
+    step: JudgeStep, best: float, rounds: int, remaining: float | None, has_next: bool, judged: bool
+) -> str | None:
+    """Return why the loop through this judge ends now, or None to go round again.
+
+    `judged` says whether any self- or cross-assessment could be read. Without one, another round of
+    'rerank' or 'same' would rerun the same models on the same evidence, so the loop ends; a 'next'
+    escalation goes on, since not knowing is a reason to ask the next model.
+    """
     if step.otherwise is None:
         return "no loop"
     if step.stop_when.score_at_least is not None and best >= step.stop_when.score_at_least:
@@ -29,6 +36,8 @@ def stop_reason(step: JudgeStep, best: float, rounds: int, remaining: float | No
         return "budget spent"
     if not has_next:
         return "no model left to try"
+    if not judged and step.then_select != "next":
+        return "no judgement to act on"
     return None
 
 
