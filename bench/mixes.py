@@ -217,11 +217,12 @@ def summary_rows(outcomes: dict[str, list[Outcome]]) -> list[str]:
     ]
     for name, outs in outcomes.items():
         latencies = [o.latency_s for o in outs]
+        p50, p95, mean_s = percentile(latencies, 0.5), percentile(latencies, 0.95), statistics.fmean(latencies)
         unparsable = sum(not o.parsed and o.error is None for o in outs)
         rows.append(
             f"| {name} | {accuracy(outs):.1%} | {accuracy(outs, 'mmlu'):.1%} | {accuracy(outs, 'gsm8k'):.1%} "
             f"| {statistics.fmean(o.tokens for o in outs):.0f} | {statistics.fmean(o.cost_usd for o in outs):.6f} "
-            f"| {percentile(latencies, 0.5):.2f} | {percentile(latencies, 0.95):.2f} | {statistics.fmean(latencies):.2f} "
+            f"| {p50:.2f} | {p95:.2f} | {mean_s:.2f} "
             f"| {statistics.fmean(o.calls for o in outs):.2f} | {sum(o.error is not None for o in outs)} "
             f"| {sum(o.call_errors for o in outs)} | {unparsable} |"
         )
