@@ -190,6 +190,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=None, help="only these models of the pool")
     p.add_argument("--override", action="append", default=[], metavar="FILE", help="merge this file over the mix")
     p.set_defaults(func=_dataset_build)
+    from scorer.cli import add_parsers
+
+    add_parsers(sub)  # `moai scorer train|add-model` and `moai bench routing`
     p = sub.add_parser("list", help="list the bundled mixes")
     p.set_defaults(func=_list)
     p = sub.add_parser("schema", help="print the JSON Schema of mix files")

@@ -109,3 +109,20 @@ async def test_a_loop_with_no_readable_judgement_stops_instead_of_repeating_itse
     result = await build_mix(fake_bundled("routemoa", replies)).compile().ainvoke({"query": "q"})
     assert result["trace"] == ["gate", "propose[smol]", "judge:stop", "aggregate:single"]
     assert result["answer"] == "S1"
+
+
+@pytest.mark.parametrize("name", ["route", "routemoa"])
+async def test_route_and_routemoa_gate_on_the_shipped_learned_scorer(name: str) -> None:
+    from scorer.checkpoint import load
+    from scorer.locate import resolve_checkpoint
+
+    spec = load_spec(name)
+    assert spec.gate.scorer == "bundled:local-pool"
+    scorer = load(resolve_checkpoint(spec.gate.scorer))
+    query = "What is the capital of France?"
+    expected = dict(zip(["smol", "gemma"], scorer.predict([query], ["smol", "gemma"])[0], strict=True))
+    fake = fake_bundled(name, {"smol": ["Paris."], "gemma": ["Paris."]})
+    graph = build_mix(fake.model_copy(update={"gate": spec.gate})).compile()
+    updates = [update async for update in graph.astream({"query": query}, stream_mode="updates")]
+    assert updates[0]["gate"]["gate"]["scores"] == pytest.approx(expected)
+    assert expected != {"smol": 0.45, "gemma": 0.4}  # learned, not the declared priors

@@ -1,0 +1,268 @@
+"""Command-line wiring of the scorer: `moai bench routing`, `moai scorer train`, `moai scorer add-model`.
+
+`add_parsers(sub)` registers the commands on the `moai` parser's subparsers; each leaf sets `func`, which
+takes the parsed arguments and returns an exit code (0 ok, 2 bad input with a one-line reason).
+Everything heavy (numpy work, torch, sentence-transformers, matplotlib) is imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parsers", "bench_routing", "scorer_add_model", "scorer_train"]
+
+
+def _encoder(name: str, truncate: str) -> Any:
+    from scorer.encoder import SentenceEncoder
+
+    return SentenceEncoder(name, truncate="left" if truncate == "left" else "right", threads=2)
+
+
+def _encode(encoder: Any, data: Any, quiet: bool) -> tuple[Any, float]:
+    """Encode each query of the data (its prompt less the few-shot blocks its task shares); cached."""
+    from scorer.encoder import cached_encode
+    from scorer.texts import query_texts
+
+    start = time.perf_counter()
+    emb = cached_encode(encoder, query_texts(data.prompts, data.tasks), progress=not quiet)
+    return emb, time.perf_counter() - start
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def bench_routing(args: argparse.Namespace) -> int:
+    """Run `moai bench routing`: train every method, evaluate on test, write report (and plot)."""
+    from scorer.data import load, split_rows
+    from scorer.evaluate import format_table, run_benchmark
+
+    quiet = bool(args.quiet)
+    try:
+        start = time.perf_counter()
+        data = load([*args.train, *args.test])
+        train_rows, test_rows = split_rows(data, args.train, args.test, args.seed)
+        load_s = time.perf_counter() - start
+        _say(
+            quiet,
+            f"loaded {len(data)} queries x {len(data.models)} models in {load_s:.1f}s: "
+            f"{len(train_rows)} train, {len(test_rows)} test",
+        )
+        encoder = _encoder(args.encoder, args.truncate)
+        emb, encode_s = _encode(encoder, data, quiet)
+        _say(quiet, f"embeddings ready in {encode_s:.1f}s ({encoder.name})")
+        setup = {
+            "train_files": [str(p) for p in args.train],
+            "test_files": [str(p) for p in args.test],
+            "encoder": encoder.name,
+            "load_s": round(load_s, 2),
+            "encode_s": round(encode_s, 2),
+        }
+
+        def done(name: str, _: Any) -> None:
+            _say(quiet, f"  {name} done")
+
+        report = run_benchmark(
+            data.subset(train_rows),
+            data.subset(test_rows),
+            emb[train_rows],
+            emb[test_rows],
+            methods=args.methods,
+            seed=args.seed,
+            progress=not quiet,
+            setup=setup,
+            on_method=done,
+        )
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(format_table(report))
+    print(f"\nreport: {out}")
+    if args.plot:
+        from scorer.plot import plot_report
+
+        names = ", ".join(Path(p).name for p in dict.fromkeys([*args.train, *args.test]))
+        plot_report(report, args.plot, title=f"{names}: {len(test_rows)} test queries, seed {args.seed}")
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _held_out(predictor: Any, test: Any, test_emb: Any, train_costs: Any) -> dict[str, Any]:
+    from scorer.evaluate import best_single, method_report, model_costs, oracle
+
+    pred = predictor.predict_embeddings(test_emb, tasks=test.tasks)
+    reference, ceiling = best_single(test), oracle(test)
+    costs = model_costs(test.costs)
+    entry = method_report(pred, test, train_costs, reference, ceiling, list(costs) if costs is not None else [])
+    keep = ("quality", "cost", "gap_recovered", "top1_hit", "top3_hit", "top3_agree", "aiq")
+    metrics = {k: entry[k] for k in keep}
+    metrics["cost_ratio_at_best_single_quality"] = entry["cost_ratio_at_best_single_quality"]
+    metrics["best_single"] = reference
+    metrics["oracle"] = ceiling
+    metrics["test_queries"] = len(test)
+    return metrics
+
+
+def scorer_train(args: argparse.Namespace) -> int:
+    """Run `moai scorer train`: fit one method on the data's train split, report held-out metrics, save."""
+    from scorer.checkpoint import save
+    from scorer.data import load, split_rows
+    from scorer.evaluate import model_costs
+    from scorer.registry import make
+
+    quiet = bool(args.quiet)
+    try:
+        data = load(args.data)
+        train_rows, test_rows = split_rows(data, args.data, args.data, args.seed)
+        encoder = _encoder(args.encoder, args.truncate)
+        emb, encode_s = _encode(encoder, data, quiet)
+        train, test = data.subset(train_rows), data.subset(test_rows)
+        predictor = make(args.method, encoder=encoder)
+        start = time.perf_counter()
+        predictor.fit(emb[train_rows], train.scores, train.models, args.seed, tasks=train.tasks, progress=not quiet)
+        train_s = time.perf_counter() - start
+        metrics = _held_out(predictor, test, emb[test_rows], model_costs(train.costs))
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    metrics.update(train_s=round(train_s, 2), encode_s=round(encode_s, 2))
+    info = {"files": [str(p) for p in args.data], "hash": train.fingerprint(), "train_queries": len(train)}
+    save(predictor, args.out, data=info, metrics=metrics)
+    bs, orc = metrics["best_single"], metrics["oracle"]
+    print(f"{args.method}: trained on {len(train)} queries x {len(train.models)} models in {train_s:.1f}s")
+    print(
+        f"held out ({len(test)} queries): quality {metrics['quality']:.4f} (best single {bs['model']} "
+        f"{bs['quality']:.4f}, oracle {orc['quality']:.4f}), gap recovered {_pct(metrics['gap_recovered'])}"
+    )
+    print(
+        f"top1 hit {_num(metrics['top1_hit'])}, top3 hit {_num(metrics['top3_hit'])}, "
+        f"top3 agree {_num(metrics['top3_agree'])}, AIQ {_num(metrics['aiq'])}"
+    )
+    print(f"checkpoint: {args.out}")
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def scorer_add_model(args: argparse.Namespace) -> int:
+    """Run `moai scorer add-model`: learn one new model's embedding from its rows; save the grown scorer."""
+    import numpy as np
+
+    from scorer.checkpoint import load as load_checkpoint
+    from scorer.checkpoint import read_metadata, save
+    from scorer.data import load, split_rows
+    from scorer.encoder import encoder_from_name
+
+    quiet = bool(args.quiet)
+    try:
+        meta = read_metadata(args.ckpt)
+        predictor = load_checkpoint(args.ckpt)
+        data = load(args.data)
+        col = data.models.index(args.model) if args.model in data.models else None
+        if col is None:
+            raise ValueError(f"model {args.model!r} has no line in the data; models there: {', '.join(data.models)}")
+        encoder = encoder_from_name(predictor.encoder_name)
+        train_rows, test_rows = split_rows(data, args.data, args.data, args.seed)
+        emb, _ = _encode(encoder, data, quiet)
+        start = time.perf_counter()
+        predictor.add_model(args.model, emb[train_rows], data.scores[train_rows, col], args.seed, progress=not quiet)
+        add_s = time.perf_counter() - start
+    except (ValueError, FileNotFoundError, ModuleNotFoundError, NotImplementedError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    true = data.scores[test_rows, col]
+    known = np.isfinite(true)
+    pred = predictor.predict_embeddings(emb[test_rows][known])[:, -1]
+    mse = float(np.mean((pred - true[known]) ** 2)) if known.any() else None
+    baseline = float(np.mean((np.nanmean(data.scores[train_rows, col]) - true[known]) ** 2)) if known.any() else None
+    metrics = dict(meta.get("metrics", {}))
+    metrics.setdefault("added_models", {})[args.model] = {
+        "rows": int(np.isfinite(data.scores[train_rows, col]).sum()),
+        "held_out_rows": int(known.sum()),
+        "held_out_mse": mse,
+        "held_out_mse_of_mean": baseline,
+        "add_s": round(add_s, 2),
+    }
+    data_info = dict(meta.get("data", {}))
+    data_info.setdefault("added", {})[args.model] = [str(p) for p in args.data]
+    save(predictor, args.out, data=data_info, metrics=metrics)
+    how = "its rows were added" if predictor.method == "knn" else "only its embedding was trained"
+    print(f"added {args.model} to {predictor.method} in {add_s:.1f}s ({how})")
+    if mse is not None and baseline is not None:
+        print(f"held out ({int(known.sum())} queries): MSE {mse:.4f} (predicting its mean: {baseline:.4f})")
+    print(f"checkpoint: {args.out} ({len(predictor.models)} models)")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from scorer.encoder import DEFAULT_ENCODER
+
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of training (default 0)")
+    p.add_argument(
+        "--encoder",
+        default=DEFAULT_ENCODER,
+        help=f"sentence-transformers model folder (default: {DEFAULT_ENCODER}, shipped offline)",
+    )
+    p.add_argument(
+        "--truncate",
+        choices=("left", "right"),
+        default="left",
+        help="which end of a long prompt the encoder drops (default left: keeps the question at the end)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register `bench routing` and `scorer train|add-model` on the `moai` parser's subparsers."""
+    from scorer.registry import LEARNED, METHODS
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    p = bench_sub.add_parser("routing", help="train every scorer on a split and measure routing quality and cost")
+    p.add_argument("--train", nargs="+", required=True, metavar="FILE", help="routing JSONL(.gz) to train on")
+    p.add_argument("--test", nargs="+", required=True, metavar="FILE", help="routing JSONL(.gz) to test on")
+    p.add_argument("--out", required=True, metavar="REPORT", help="where to write report.json")
+    p.add_argument("--plot", metavar="PNG", help="also draw the cost-quality curves to this PNG")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=list(METHODS),
+        metavar="METHOD",
+        help=f"methods to run (default all: {', '.join(METHODS)})",
+    )
+    _common(p)
+    p.set_defaults(func=bench_routing)
+
+    scorer = sub.add_parser("scorer", help="train and grow routing scorers")
+    scorer_sub = scorer.add_subparsers(dest="scorer_command", required=True)
+    p = scorer_sub.add_parser("train", help="train a scorer on routing data; print held-out metrics; save it")
+    p.add_argument("--data", nargs="+", required=True, metavar="FILE", help="routing JSONL(.gz) files")
+    p.add_argument("--method", required=True, choices=LEARNED, help="scorer method")
+    p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint folder to write")
+    _common(p)
+    p.set_defaults(func=scorer_train)
+
+    p = scorer_sub.add_parser("add-model", help="add a model to a trained scorer, training only its embedding")
+    p.add_argument("--ckpt", required=True, metavar="CKPT", help="checkpoint folder to start from")
+    p.add_argument("--data", nargs="+", required=True, metavar="FILE", help="routing JSONL(.gz) with the model's lines")
+    p.add_argument("--model", required=True, help="name of the model to add (as in the data)")
+    p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint folder to write")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and of training (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=scorer_add_model)

@@ -1,0 +1,426 @@
+"""The routing benchmark: train scorers on one split, route the other, and measure quality against cost.
+
+For a method and a cost weight alpha, each test query goes to ``argmax_m pred[q, m] / cost_m ** alpha``
+(cost_m: the model's mean cost per query on train; ties go to the cheaper model), among the models that
+have a line for that query, and gets that model's true score and true cost. Alpha 0 routes on predicted
+quality alone; the alpha grid traces the cost-quality curve. Without costs only alpha 0 is run.
+
+Reference points, over what exists in the test split:
+
+- best single model: the model with the highest mean test score (the bar a router must clear);
+- oracle: each query's best true score, ties to the cheapest model.
+
+Per method: quality and cost at alpha 0 (the quality-maximising setting, chosen a priori, never on
+test), gap recovered ``(quality - best single) / (oracle - best single)``, RouteMoA's Top-1-Hit,
+Top-3-Hit and Top-3-Agree, the curve, RouterBench's AIQ, the cost at which the curve first reaches the
+best single model's quality, and the quality it reaches at the best single model's cost.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+
+from scorer._base import FloatArray, ScorePredictor
+from scorer.data import RoutingData
+from scorer.registry import make
+
+__all__ = [
+    "ALPHAS",
+    "METHOD_KEYS",
+    "REPORT_KEYS",
+    "aiq",
+    "best_single",
+    "format_table",
+    "method_report",
+    "model_costs",
+    "oracle",
+    "route",
+    "run_benchmark",
+    "topk_metrics",
+    "upper_hull",
+]
+
+ALPHAS: tuple[float, ...] = (0.0, *(float(a) for a in np.geomspace(1e-3, 2.0, 60)))
+"""Cost weights of the curve: 0, then a log grid from 0.001 to 2 (fixed a priori)."""
+
+REPORT_KEYS = ("setup", "models", "best_single", "oracle", "methods")
+"""Top-level keys of the benchmark report, in order."""
+
+METHOD_KEYS = (
+    "quality",
+    "cost",
+    "alpha",
+    "gap_recovered",
+    "beats_best_single",
+    "top1_hit",
+    "top3_hit",
+    "top3_agree",
+    "curve",
+    "aiq",
+    "cost_at_best_single_quality",
+    "cost_ratio_at_best_single_quality",
+    "quality_at_best_single_cost",
+    "shares",
+    "per_task",
+    "train_s",
+    "predict_s",
+)
+"""Keys of each `methods.<name>` entry of the report, in order."""
+
+_COST_FLOOR = 1e-9
+_EPS = 1e-12
+
+
+def model_costs(costs: FloatArray) -> FloatArray | None:
+    """Return each model's mean known cost per query, or None when some model has no known cost."""
+    known = np.isfinite(costs)
+    if not known.any(axis=0).all():
+        return None
+    means: FloatArray = np.where(known, costs, 0.0).sum(axis=0) / known.sum(axis=0)
+    return means
+
+
+def route(pred: FloatArray, available: np.ndarray, costs: FloatArray | None = None, alpha: float = 0.0) -> np.ndarray:
+    """Return each query's chosen model: argmax of pred / cost**alpha among its available models.
+
+    Ties go to the cheaper model (then to the lower column). A query with no available model gets -1.
+    """
+    order = np.argsort(costs, kind="stable") if costs is not None else np.arange(pred.shape[1])
+    value = pred.astype(np.float64)
+    if costs is not None and alpha:
+        value = value / np.maximum(costs, _COST_FLOOR) ** alpha
+    value = np.where(available, value, -np.inf)[:, order]
+    choice = order[np.argmax(value, axis=1)]
+    return np.where(available.any(axis=1), choice, -1)
+
+
+def _outcome(choice: np.ndarray, true: FloatArray, true_costs: FloatArray) -> tuple[float, float | None]:
+    rows = np.flatnonzero(choice >= 0)
+    quality = float(true[rows, choice[rows]].mean()) if len(rows) else math.nan
+    picked = true_costs[rows, choice[rows]]
+    cost = float(np.nanmean(picked)) if np.isfinite(picked).any() else None
+    return quality, cost
+
+
+def topk_metrics(pred: FloatArray, true: FloatArray, costs: FloatArray | None = None) -> dict[str, float | None]:
+    """Return RouteMoA's Top-1-Hit, Top-3-Hit and Top-3-Agree over the queries that have a best model.
+
+    Only models with a line count. A query whose known scores are all equal has no best model and is
+    skipped. The true best may be several tied models (a hit is any of them); the true top three are the
+    models scoring at least the third-highest score; Top-3-Agree is |predicted top 3 & true top 3| / 3
+    (/ the number of models, when fewer than 3 answered). Predicted ties rank the cheaper model first.
+    """
+    order = np.argsort(costs, kind="stable") if costs is not None else np.arange(pred.shape[1])
+    hit1: list[float] = []
+    hit3: list[float] = []
+    agree: list[float] = []
+    for p_row, t_row in zip(pred, true, strict=True):
+        known = np.isfinite(t_row)
+        if known.sum() < 2 or np.nanmin(t_row) == np.nanmax(t_row):
+            continue
+        cols = order[known[order]]
+        ranked = cols[np.argsort(-p_row[cols], kind="stable")]
+        k = min(3, len(cols))
+        best = set(np.flatnonzero(known & (t_row == np.nanmax(t_row))))
+        third = np.sort(t_row[known])[-k]
+        top_true = set(np.flatnonzero(known & (t_row >= third)))
+        top_pred = set(ranked[:k].tolist())
+        hit1.append(float(ranked[0] in best))
+        hit3.append(float(bool(best & top_pred)))
+        agree.append(len(top_pred & top_true) / k)
+    if not hit1:
+        return {"top1_hit": None, "top3_hit": None, "top3_agree": None}
+    return {"top1_hit": float(np.mean(hit1)), "top3_hit": float(np.mean(hit3)), "top3_agree": float(np.mean(agree))}
+
+
+def upper_hull(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Return the non-decreasing upper convex hull of (cost, quality) points, cheapest first.
+
+    The hull is what mixing routers can reach; past its best quality it stays flat (spending more never
+    has to lose quality), so only the points up to the cheapest best one are returned.
+    """
+    best_at: dict[float, float] = {}
+    for c, q in points:
+        best_at[c] = max(q, best_at.get(c, -math.inf))
+    hull: list[tuple[float, float]] = []
+    for p in sorted(best_at.items()):
+        while len(hull) >= 2:
+            (ox, oy), (ax, ay) = hull[-2], hull[-1]
+            if (ax - ox) * (p[1] - oy) - (ay - oy) * (p[0] - ox) >= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    top = max(range(len(hull)), key=lambda i: (hull[i][1], -i))
+    return hull[: top + 1]
+
+
+def aiq(points: Sequence[tuple[float, float]], lo: float, hi: float) -> float:
+    """Return RouterBench's AIQ: the mean of the non-decreasing upper hull over costs [lo, hi].
+
+    Below the cheapest point the hull is 0 (nothing is reachable for less); above the dearest it stays
+    at its best quality.
+    """
+    hull = upper_hull(points)
+    if hi - lo <= _EPS:
+        return max(q for _, q in hull)
+    area = 0.0
+    for (c0, q0), (c1, q1) in pairwise(hull):
+        a, b = max(c0, lo), min(c1, hi)
+        if b > a:
+            qa = q0 + (q1 - q0) * (a - c0) / (c1 - c0)
+            qb = q0 + (q1 - q0) * (b - c0) / (c1 - c0)
+            area += (b - a) * (qa + qb) / 2
+    last_c, last_q = hull[-1]
+    area += max(0.0, hi - max(last_c, lo)) * last_q
+    return area / (hi - lo)
+
+
+def best_single(data: RoutingData) -> dict[str, Any]:
+    """Return the model with the best mean score over its known test entries (ties: cheaper), with its cost."""
+    known = np.isfinite(data.scores)
+    means = np.where(known, data.scores, 0.0).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
+    means = np.where(known.any(axis=0), means, -np.inf)
+    costs = model_costs(data.costs)
+    tie_cost = costs if costs is not None else np.zeros(len(data.models))
+    col = min(range(len(data.models)), key=lambda m: (-means[m], tie_cost[m], m))
+    cost = float(costs[col]) if costs is not None else None
+    return {"model": data.models[col], "quality": float(means[col]), "cost": cost}
+
+
+def oracle(data: RoutingData) -> dict[str, Any]:
+    """Return the oracle: each query's best true score, ties to the model cheapest on that query."""
+    known = np.isfinite(data.scores)
+    rows = np.flatnonzero(known.any(axis=1))
+    s = np.where(known, data.scores, -np.inf)[rows]
+    fallback = model_costs(data.costs)
+    c = data.costs[rows]
+    if fallback is not None:
+        c = np.where(np.isfinite(c), c, fallback)
+    c = np.where(np.isfinite(c), c, 0.0)
+    best = s.max(axis=1, keepdims=True)
+    choice = np.argmin(np.where(s == best, c, np.inf), axis=1)
+    quality = float(best.mean())
+    picked = data.costs[rows, choice]
+    cost = float(np.nanmean(picked)) if fallback is not None and np.isfinite(picked).any() else None
+    return {"quality": quality, "cost": cost}
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), digits) + 0.0  # no "-0.0"
+
+
+def method_report(
+    pred: FloatArray,
+    test: RoutingData,
+    train_costs: FloatArray | None,
+    reference: dict[str, Any],
+    ceiling: dict[str, Any],
+    single_costs: Sequence[float],
+    alphas: Sequence[float] = ALPHAS,
+) -> dict[str, Any]:
+    """Return one method's entry of the report (see `METHOD_KEYS`), timings left for the caller.
+
+    Args:
+        pred: Predicted scores [test queries, models].
+        test: The test split (true scores and costs).
+        train_costs: Each model's mean cost per query on train (None: no costs; alpha 0 only).
+        reference: `best_single(test)`.
+        ceiling: `oracle(test)`.
+        single_costs: Each single model's mean test cost (for the AIQ's cost range).
+        alphas: Cost weights of the curve.
+    """
+    available = np.isfinite(test.scores)
+    with_costs = train_costs is not None and reference["cost"] is not None
+    grid = list(alphas) if with_costs else [0.0]
+    curve: list[tuple[float, float, float | None]] = []
+    for alpha in grid:
+        choice = route(pred, available, train_costs, alpha)
+        q_alpha, c_alpha = _outcome(choice, test.scores, test.costs)
+        curve.append((alpha, q_alpha, c_alpha if with_costs else None))
+    choice0 = route(pred, available, train_costs, 0.0)
+    _, quality, cost = curve[0]
+    span = ceiling["quality"] - reference["quality"]
+    gap = (quality - reference["quality"]) / span if span > _EPS else None
+    entry: dict[str, Any] = {"quality": quality, "cost": cost, "alpha": 0.0, "gap_recovered": gap}
+    entry.update(topk_metrics(pred, test.scores, train_costs))
+    entry["curve"] = [{"alpha": _round(a, 8), "quality": _round(q, 8), "cost": _round(c, 8)} for a, q, c in curve]
+    bar_q, bar_c = reference["quality"], reference["cost"]
+    if with_costs:
+        points = [(c, q) for _, q, c in curve if c is not None]
+        all_costs = [c for c, _ in points] + [c for c in single_costs if math.isfinite(c)]
+        entry["aiq"] = aiq(points, min(all_costs), max(all_costs)) if points else None
+        reaching = [c for c, q in points if q >= bar_q - _EPS]
+        entry["cost_at_best_single_quality"] = min(reaching) if reaching else None
+        entry["cost_ratio_at_best_single_quality"] = min(reaching) / bar_c if reaching and bar_c else None
+        within = [q for c, q in points if c <= bar_c + _EPS]
+        entry["quality_at_best_single_cost"] = max(within) if within else None
+    else:
+        entry["aiq"] = None
+        entry["cost_at_best_single_quality"] = None
+        entry["cost_ratio_at_best_single_quality"] = None
+        entry["quality_at_best_single_cost"] = None
+    cheaper = entry["cost_at_best_single_quality"]
+    entry["beats_best_single"] = bool(quality > bar_q + _EPS or (cheaper is not None and cheaper < bar_c - _EPS))
+    routed = choice0[choice0 >= 0]
+    entry["shares"] = {
+        test.models[m]: round(float(np.mean(routed == m)), 4) for m in range(len(test.models)) if np.any(routed == m)
+    }
+    per_task: dict[str, Any] = {}
+    tasks = np.asarray(test.tasks)
+    for task in sorted(set(test.tasks)):
+        rows = np.flatnonzero(tasks == task)
+        q, c = _outcome(choice0[rows], test.scores[rows], test.costs[rows])
+        per_task[task] = {"n": len(rows), "quality": _round(q), "cost": _round(c, 8) if with_costs else None}
+    entry["per_task"] = per_task
+    for key in ("quality", "gap_recovered", "top1_hit", "top3_hit", "top3_agree", "aiq", "quality_at_best_single_cost"):
+        entry[key] = _round(entry[key])
+    for key in ("cost", "cost_at_best_single_quality"):
+        entry[key] = _round(entry[key], 8)
+    entry["cost_ratio_at_best_single_quality"] = _round(entry["cost_ratio_at_best_single_quality"], 4)
+    return entry
+
+
+def run_benchmark(
+    train: RoutingData,
+    test: RoutingData,
+    train_embeddings: np.ndarray,
+    test_embeddings: np.ndarray,
+    *,
+    methods: Sequence[str],
+    seed: int = 0,
+    progress: bool = False,
+    setup: dict[str, Any] | None = None,
+    on_method: Callable[[str, ScorePredictor], None] | None = None,
+) -> dict[str, Any]:
+    """Train every method on `train`, route `test`, and return the report (keys: `REPORT_KEYS`).
+
+    Args:
+        train: Training queries.
+        test: Test queries (same model columns as `train`).
+        train_embeddings: Embeddings of `train`'s prompts, row-aligned.
+        test_embeddings: Embeddings of `test`'s prompts, row-aligned.
+        methods: Method names (see `scorer.registry.METHODS`).
+        seed: Seeds every method.
+        progress: Show progress bars while training.
+        setup: Extra facts for the report's `setup` (files, encoder, timings).
+        on_method: Called with each fitted predictor (e.g. to print progress).
+    """
+    if train.models != test.models:
+        raise ValueError("train and test must have the same model columns")
+    train_costs = model_costs(train.costs)
+    reference = best_single(test)
+    ceiling = oracle(test)
+    test_costs = model_costs(test.costs)
+    known = np.isfinite(test.scores)
+    test_means = np.where(known, test.scores, 0.0).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
+    models_entry = {
+        name: {
+            "quality": _round(float(test_means[m])),
+            "cost": _round(float(test_costs[m]), 8) if test_costs is not None else None,
+            "train_cost": _round(float(train_costs[m]), 8) if train_costs is not None else None,
+            "answered": int(known[:, m].sum()),
+        }
+        for m, name in enumerate(test.models)
+    }
+    single_costs = list(test_costs) if test_costs is not None else []
+    report: dict[str, Any] = {
+        "setup": {
+            "seed": seed,
+            "train_queries": len(train),
+            "test_queries": len(test),
+            "models": list(test.models),
+            "has_costs": train_costs is not None and reference["cost"] is not None,
+            "alphas": [round(a, 8) for a in ALPHAS] if train_costs is not None else [0.0],
+            **(setup or {}),
+        },
+        "models": models_entry,
+        "best_single": {k: (_round(v, 8) if isinstance(v, float) else v) for k, v in reference.items()},
+        "oracle": {k: _round(v, 8) for k, v in ceiling.items()},
+        "methods": {},
+    }
+    tasks = np.asarray(test.tasks)
+    ref_col = test.models.index(reference["model"])
+    report["best_single"]["per_task"] = {
+        t: _round(float(np.nanmean(test.scores[tasks == t, ref_col]))) if known[tasks == t, ref_col].any() else None
+        for t in sorted(set(test.tasks))
+    }
+    report["oracle"]["per_task"] = {
+        t: _round(float(np.nanmax(np.where(known, test.scores, -np.inf)[tasks == t], axis=1).mean()))
+        for t in sorted(set(test.tasks))
+    }
+    for name in methods:
+        predictor = make(name)
+        start = time.perf_counter()
+        predictor.fit(train_embeddings, train.scores, train.models, seed, tasks=train.tasks, progress=progress)
+        train_s = time.perf_counter() - start
+        start = time.perf_counter()
+        pred = predictor.predict_embeddings(test_embeddings, tasks=test.tasks)
+        predict_s = time.perf_counter() - start
+        entry = method_report(pred, test, train_costs, reference, ceiling, single_costs)
+        entry["train_s"] = round(train_s, 2)
+        entry["predict_s"] = round(predict_s, 3)
+        report["methods"][name] = {k: entry[k] for k in METHOD_KEYS}
+        if on_method is not None:
+            on_method(name, predictor)
+    return report
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    return format(value, spec)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Return the report as a plain-text table: one line per method, then the references."""
+    bs, orc = report["best_single"], report["oracle"]
+    header = (
+        "method",
+        "quality",
+        "cost $",
+        "gap rec.",
+        "top1 hit",
+        "top3 hit",
+        "top3 agr",
+        "AIQ",
+        "$ @ best-1 q",
+        "ratio",
+        "beats best-1",
+    )
+    rows = [header]
+    for name, m in report["methods"].items():
+        rows.append(
+            (
+                name,
+                _fmt(m["quality"], ".4f"),
+                _fmt(m["cost"], ".6f"),
+                _fmt(m["gap_recovered"], ".1%"),
+                _fmt(m["top1_hit"], ".3f"),
+                _fmt(m["top3_hit"], ".3f"),
+                _fmt(m["top3_agree"], ".3f"),
+                _fmt(m["aiq"], ".4f"),
+                _fmt(m["cost_at_best_single_quality"], ".6f"),
+                _fmt(m["cost_ratio_at_best_single_quality"], ".1%"),
+                _fmt(m["beats_best_single"], ""),
+            )
+        )
+    rows.append((f"best single ({bs['model']})", _fmt(bs["quality"], ".4f"), _fmt(bs["cost"], ".6f")) + ("",) * 8)
+    rows.append(("oracle", _fmt(orc["quality"], ".4f"), _fmt(orc["cost"], ".6f")) + ("",) * 8)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,0 +1,55 @@
+"""The allow-listed scorer methods, by name: nothing is imported from a path written in a file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scorer._base import ScorePredictor
+
+__all__ = ["BASELINES", "LEARNED", "METHODS", "make", "predictor_class"]
+
+LEARNED = ("routoo", "routemoa", "knn", "mf")
+"""Methods that learn from routing data (and can be saved and grown with `add_model`)."""
+BASELINES = ("best_single", "per_task", "random")
+"""Reference methods the benchmark runs beside the learned ones (the oracle is reported on its own)."""
+METHODS = LEARNED + BASELINES
+
+
+def predictor_class(method: str) -> type[ScorePredictor]:
+    """Return the class of a method.
+
+    Raises:
+        ValueError: The method is unknown (the message lists the valid ones).
+    """
+    if method == "routoo":
+        from scorer.routoo import RoutooPredictor
+
+        return RoutooPredictor
+    if method == "routemoa":
+        from scorer.routemoa import RouteMoAPredictor
+
+        return RouteMoAPredictor
+    if method == "knn":
+        from scorer.knn import KnnPredictor
+
+        return KnnPredictor
+    if method == "mf":
+        from scorer.mf import MFPredictor
+
+        return MFPredictor
+    from scorer import baselines
+
+    classes: dict[str, type[ScorePredictor]] = {
+        "best_single": baselines.BestSinglePredictor,
+        "per_task": baselines.PerTaskPredictor,
+        "random": baselines.RandomPredictor,
+        "oracle": baselines.OraclePredictor,
+    }
+    if method not in classes:
+        raise ValueError(f"unknown scorer method {method!r}; valid: {', '.join((*METHODS, 'oracle'))}")
+    return classes[method]
+
+
+def make(method: str, **kwargs: Any) -> ScorePredictor:
+    """Return a new, untrained predictor of a method (keyword arguments go to its constructor)."""
+    return predictor_class(method)(**kwargs)

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from routing_fakes import FakeEncoder, routing_lines, write_lines
+
+import scorer.cli
+import scorer.encoder
+from scorer.evaluate import METHOD_KEYS, REPORT_KEYS
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="moai")
+    sub = parser.add_subparsers(dest="command", required=True)
+    scorer.cli.add_parsers(sub)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeEncoder:
+    encoder = FakeEncoder()
+    monkeypatch.setattr(scorer.cli, "_encoder", lambda name, truncate: encoder)
+    monkeypatch.setattr(scorer.encoder, "encoder_from_name", lambda name: encoder)
+    return encoder
+
+
+def test_bench_routing_writes_the_fixed_report(fake: FakeEncoder, tmp_path: Path, capsys: Any) -> None:
+    data = write_lines(tmp_path / "routing.jsonl.gz", routing_lines(90))
+    out = tmp_path / "report.json"
+    argv = ["bench", "routing", "--train", str(data), "--test", str(data), "--out", str(out), "--quiet"]
+    methods = ["knn", "mf", "best_single", "per_task", "random"]
+    assert run([*argv, "--methods", *methods]) == 0
+    report = json.loads(out.read_text())
+    assert tuple(report) == REPORT_KEYS
+    assert set(report["best_single"]) == {"model", "quality", "cost", "per_task"}
+    assert set(report["oracle"]) == {"quality", "cost", "per_task"}
+    assert list(report["methods"]) == methods
+    for entry in report["methods"].values():
+        assert tuple(entry) == METHOD_KEYS
+        assert {"alpha", "quality", "cost"} == set(entry["curve"][0])
+    assert report["setup"]["train_queries"] == 60 and report["setup"]["test_queries"] == 30
+    # 'cheap' is right on math, 'pricey' on history: routing by topic is perfect and cheaper.
+    assert report["oracle"]["quality"] == 1.0
+    assert report["methods"]["knn"]["quality"] == 1.0
+    assert report["methods"]["knn"]["gap_recovered"] == 1.0
+    # The train-best model is not the test-best one here: that baseline does not beat the bar.
+    assert report["methods"]["best_single"]["beats_best_single"] is False
+    table = capsys.readouterr().out
+    assert "gap rec." in table and "best single (" in table
+    # The same seed gives the same report.
+    again = tmp_path / "again.json"
+    assert run([*argv[:-3], "--out", str(again), "--quiet", "--methods", *methods]) == 0
+    first, second = json.loads(out.read_text()), json.loads(again.read_text())
+    for entry in (*first["methods"].values(), *second["methods"].values()):
+        entry.pop("train_s"), entry.pop("predict_s")
+    first["setup"].pop("encode_s"), second["setup"].pop("encode_s")
+    first["setup"].pop("load_s"), second["setup"].pop("load_s")
+    assert first == second
+
+
+def test_bench_routing_plots(fake: FakeEncoder, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    data = write_lines(tmp_path / "routing.jsonl", routing_lines(30))
+    plot = tmp_path / "curve.png"
+    argv = ["bench", "routing", "--train", str(data), "--test", str(data), "--out", str(tmp_path / "r.json")]
+    assert run([*argv, "--plot", str(plot), "--methods", "knn", "random", "--quiet"]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_routing_reports_bad_input_in_one_line(fake: FakeEncoder, tmp_path: Path, capsys: Any) -> None:
+    bad = write_lines(tmp_path / "bad.jsonl", ['{"id": "q"}'])
+    assert run(["bench", "routing", "--train", str(bad), "--test", str(bad), "--out", str(tmp_path / "r.json")]) == 2
+    assert f"error: {bad}:1: missing field(s)" in capsys.readouterr().err
+
+
+def test_scorer_train_then_add_model(fake: FakeEncoder, tmp_path: Path, capsys: Any) -> None:
+    lines = routing_lines(90)
+    data = write_lines(tmp_path / "pool.jsonl", [x for x in lines if x["model"] != "meh"])
+    extra = write_lines(tmp_path / "meh.jsonl", [x for x in lines if x["model"] == "meh"])
+    ckpt = tmp_path / "ckpt"
+    assert run(["scorer", "train", "--data", str(data), "--method", "mf", "--out", str(ckpt), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "held out (30 queries): quality" in out
+    meta = json.loads((ckpt / "scorer.json").read_text())
+    assert meta["models"] == ["cheap", "pricey"]
+    assert meta["encoder"] == "fake-bow-32"
+    assert meta["data"]["train_queries"] == 60 and len(meta["data"]["hash"]) == 16
+    assert meta["metrics"]["quality"] == 1.0
+
+    grown = tmp_path / "grown"
+    argv = ["scorer", "add-model", "--ckpt", str(ckpt), "--data", str(extra), "--model", "meh", "--out", str(grown)]
+    assert run([*argv, "--quiet"]) == 0
+    meta = json.loads((grown / "scorer.json").read_text())
+    assert meta["models"] == ["cheap", "pricey", "meh"]
+    assert "meh" in meta["metrics"]["added_models"]
+    assert run([*argv[:-4], "--model", "nobody", "--out", str(grown), "--quiet"]) == 2
+    assert "model 'nobody' has no line in the data" in capsys.readouterr().err
