@@ -49,7 +49,7 @@ def test_every_model_answers_every_question_graded_in_the_uniform_format(
 
 
 def test_an_interrupted_build_resumes_without_repeating_lines(qa: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    mix, mmlu, gsm8k = qa
+    mix, mmlu, _ = qa
     out = tmp_path / "routing.jsonl"
     args = ["dataset", "build", "--mix", str(mix), "--qa", str(mmlu), "--out", str(out)]
     assert main([*args, "--models", "right"]) == 0
