@@ -7,6 +7,7 @@ loaded once per process and shared by every `LocalChatModel` that names it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import os
 import threading
@@ -76,6 +77,15 @@ class _Loaded:
 
 _LOADED: dict[str, _Loaded] = {}
 _LOAD_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    # Free the models while llama.cpp's library is still loaded: left to interpreter shutdown, their
+    # destructors run after it is gone and print a TypeError.
+    for loaded in _LOADED.values():
+        loaded.llm.close()
+    _LOADED.clear()
 
 
 def _load(model_id: str) -> _Loaded:
