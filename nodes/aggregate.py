@@ -49,7 +49,9 @@ def make_aggregate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, dict[st
         answer = best_proposal(state, proposals if spec.mode == "best" else latest)["content"]
         trace = f"aggregate:{spec.mode}"
         if spec.mode == "synthesize" and len(latest) > 1:
-            model = _top_model(state) if spec.model in (None, "top1") else spec.model
+            model = spec.model if spec.model not in (None, "top1") else _top_model(state)
+            assert model is not None  # the schema check requires an aggregator for 'synthesize'
+
             reply, _, calls = await call_model(
                 mix,
                 "aggregate",
