@@ -95,7 +95,6 @@ class ScorePredictor(ABC):
         self._encoder = value
         self.encoder_name = value.name
 
-    @abstractmethod
     def fit(
         self,
         embeddings: npt.ArrayLike,
@@ -119,6 +118,15 @@ class ScorePredictor(ABC):
         Returns:
             The predictor itself.
         """
+        emb = as_embeddings(embeddings)
+        s = as_scores(scores, emb.shape[0], len(models))
+        self.models, self.seed = tuple(models), seed
+        self._fit(emb, s, tasks=tasks, progress=progress)
+        return self
+
+    @abstractmethod
+    def _fit(self, emb: F32Array, s: FloatArray, *, tasks: Sequence[str] | None, progress: bool) -> None:
+        """Learn from validated training data; `self.models` and `self.seed` are already set."""
 
     @abstractmethod
     def predict_embeddings(self, embeddings: npt.ArrayLike, *, tasks: Sequence[str] | None = None) -> FloatArray:

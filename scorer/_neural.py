@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from scorer._base import FloatArray, ScorePredictor, as_embeddings, as_scores, nan_mse, validation_rows
+from scorer._base import F32Array, FloatArray, ScorePredictor, as_embeddings, nan_mse, validation_rows
 
 if TYPE_CHECKING:
     import torch
@@ -195,31 +195,20 @@ class NeuralPredictor(ScorePredictor):
         self.module.eval()
         return {"best_epoch": best[1] if val_error else max_epochs, "val_mse": best[0] if val_error else None}
 
-    def fit(
-        self,
-        embeddings: npt.ArrayLike,
-        scores: npt.ArrayLike,
-        models: Sequence[str],
-        seed: int = 0,
-        *,
-        tasks: Sequence[str] | None = None,
-        progress: bool = False,
-    ) -> NeuralPredictor:
+    def _fit(self, emb: F32Array, s: FloatArray, *, tasks: Sequence[str] | None, progress: bool) -> None:
         """Train the module on the training queries, early-stopped on a validation split of them."""
         import torch
 
-        emb = as_embeddings(embeddings)
-        s = as_scores(scores, emb.shape[0], len(models))
-        self.models, self.seed, self.dim = tuple(models), seed, emb.shape[1]
+        self.dim = emb.shape[1]
         self._setup(s)
-        torch.manual_seed(seed)
-        self.module = self._build(self.dim, len(models))
-        fit_rows, val_rows = validation_rows(len(emb), seed)
+        torch.manual_seed(self.seed)
+        self.module = self._build(self.dim, len(self.models))
+        fit_rows, val_rows = validation_rows(len(emb), self.seed)
         x = torch.from_numpy(emb[fit_rows])
         known = np.isfinite(s[fit_rows])
         targets = torch.from_numpy(np.where(known, s[fit_rows], 0.0).astype(np.float32))
         mask = torch.from_numpy(known)
-        extra = {k: torch.from_numpy(v) for k, v in self._prepare(emb[fit_rows], s[fit_rows], seed).items()}
+        extra = {k: torch.from_numpy(v) for k, v in self._prepare(emb[fit_rows], s[fit_rows], self.seed).items()}
         module = self.module
 
         def batch_loss(idx: torch.Tensor) -> torch.Tensor:
@@ -239,11 +228,10 @@ class NeuralPredictor(ScorePredictor):
             batch_loss,
             val_error if len(val_rows) else None,
             self.config.max_epochs,
-            seed,
+            self.seed,
             progress,
             f"{self.method} epochs",
         )
-        return self
 
     def add_model(
         self, model: str, embeddings: npt.ArrayLike, scores: npt.ArrayLike, seed: int = 0, *, progress: bool = False

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scorer._base import FloatArray, ScorePredictor, as_embeddings, as_scores
+from scorer._base import F32Array, FloatArray, ScorePredictor, as_embeddings
 
 __all__ = ["BestSinglePredictor", "OraclePredictor", "PerTaskPredictor", "RandomPredictor", "nan_column_means"]
 
@@ -26,19 +26,8 @@ class RandomPredictor(ScorePredictor):
 
     method = "random"
 
-    def fit(
-        self,
-        embeddings: npt.ArrayLike,
-        scores: npt.ArrayLike,
-        models: Sequence[str],
-        seed: int = 0,
-        *,
-        tasks: Sequence[str] | None = None,
-        progress: bool = False,
-    ) -> RandomPredictor:
-        """Remember the models and the seed."""
-        self.models, self.seed = tuple(models), seed
-        return self
+    def _fit(self, emb: F32Array, s: FloatArray, *, tasks: Sequence[str] | None, progress: bool) -> None:
+        """Nothing to learn: the models and the seed are all it needs."""
 
     def predict_embeddings(self, embeddings: npt.ArrayLike, *, tasks: Sequence[str] | None = None) -> FloatArray:
         """Return uniform random scores."""
@@ -66,22 +55,9 @@ class BestSinglePredictor(ScorePredictor):
         super().__init__(**kwargs)
         self.means = np.zeros(0)
 
-    def fit(
-        self,
-        embeddings: npt.ArrayLike,
-        scores: npt.ArrayLike,
-        models: Sequence[str],
-        seed: int = 0,
-        *,
-        tasks: Sequence[str] | None = None,
-        progress: bool = False,
-    ) -> BestSinglePredictor:
+    def _fit(self, emb: F32Array, s: FloatArray, *, tasks: Sequence[str] | None, progress: bool) -> None:
         """Average each model's training scores."""
-        emb = as_embeddings(embeddings)
-        s = as_scores(scores, emb.shape[0], len(models))
-        self.models, self.seed = tuple(models), seed
         self.means = nan_column_means(s)
-        return self
 
     def predict_embeddings(self, embeddings: npt.ArrayLike, *, tasks: Sequence[str] | None = None) -> FloatArray:
         """Return the training means, the same for every query."""
@@ -120,20 +96,8 @@ class PerTaskPredictor(ScorePredictor):
         self.task_means = np.zeros((0, 0))
         self.means = np.zeros(0)
 
-    def fit(
-        self,
-        embeddings: npt.ArrayLike,
-        scores: npt.ArrayLike,
-        models: Sequence[str],
-        seed: int = 0,
-        *,
-        tasks: Sequence[str] | None = None,
-        progress: bool = False,
-    ) -> PerTaskPredictor:
+    def _fit(self, emb: F32Array, s: FloatArray, *, tasks: Sequence[str] | None, progress: bool) -> None:
         """Average each model's training scores per task."""
-        emb = as_embeddings(embeddings)
-        s = as_scores(scores, emb.shape[0], len(models))
-        self.models, self.seed = tuple(models), seed
         self.means = nan_column_means(s)
         labels = list(tasks) if tasks is not None else [""] * len(s)
         self.tasks = tuple(sorted(set(labels)))
@@ -141,7 +105,6 @@ class PerTaskPredictor(ScorePredictor):
         self.task_means = np.stack([nan_column_means(s[rows == i], np.nan) for i in range(len(self.tasks))])
         # A task where a model has no line falls back to that model's overall mean.
         self.task_means = np.where(np.isfinite(self.task_means), self.task_means, self.means)
-        return self
 
     def predict_embeddings(self, embeddings: npt.ArrayLike, *, tasks: Sequence[str] | None = None) -> FloatArray:
         """Return the mean scores of each query's task."""
@@ -183,21 +146,9 @@ class OraclePredictor(ScorePredictor):
         super().__init__(**kwargs)
         self.scores = np.zeros((0, 0))
 
-    def fit(
-        self,
-        embeddings: npt.ArrayLike,
-        scores: npt.ArrayLike,
-        models: Sequence[str],
-        seed: int = 0,
-        *,
-        tasks: Sequence[str] | None = None,
-        progress: bool = False,
-    ) -> OraclePredictor:
+    def _fit(self, emb: F32Array, s: FloatArray, *, tasks: Sequence[str] | None, progress: bool) -> None:
         """Remember the true scores (missing lines score 0)."""
-        emb = as_embeddings(embeddings)
-        self.models, self.seed = tuple(models), seed
-        self.scores = np.nan_to_num(as_scores(scores, emb.shape[0], len(models)), nan=0.0)
-        return self
+        self.scores = np.nan_to_num(s, nan=0.0)
 
     def predict_embeddings(self, embeddings: npt.ArrayLike, *, tasks: Sequence[str] | None = None) -> FloatArray:
         """Return the remembered true scores.

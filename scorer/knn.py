@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scorer._base import FloatArray, ScorePredictor, as_embeddings, as_scores, nan_mse, validation_rows
+from scorer._base import F32Array, FloatArray, ScorePredictor, as_embeddings, nan_mse, validation_rows
 from scorer.baselines import nan_column_means
 
 __all__ = ["K_CHOICES", "KnnPredictor"]
@@ -71,22 +71,10 @@ class KnnPredictor(ScorePredictor):
         self.train_scores = np.zeros((0, 0))
         self.validation: dict[str, float] = {}
 
-    def fit(
-        self,
-        embeddings: npt.ArrayLike,
-        scores: npt.ArrayLike,
-        models: Sequence[str],
-        seed: int = 0,
-        *,
-        tasks: Sequence[str] | None = None,
-        progress: bool = False,
-    ) -> KnnPredictor:
+    def _fit(self, emb: F32Array, s: FloatArray, *, tasks: Sequence[str] | None, progress: bool) -> None:
         """Store the training queries; choose k on a validation split when none was given."""
-        emb = as_embeddings(embeddings)
-        s = as_scores(scores, emb.shape[0], len(models))
-        self.models, self.seed = tuple(models), seed
         if self.k_requested is None:
-            fit_rows, val_rows = validation_rows(len(emb), seed)
+            fit_rows, val_rows = validation_rows(len(emb), self.seed)
             if len(val_rows):
                 losses = {
                     k: nan_mse(_neighbour_means(emb[val_rows], emb[fit_rows], s[fit_rows], k), s[val_rows])
@@ -97,7 +85,6 @@ class KnnPredictor(ScorePredictor):
         else:
             self.k = self.k_requested
         self.train_embeddings, self.train_scores = emb, s
-        return self
 
     def predict_embeddings(self, embeddings: npt.ArrayLike, *, tasks: Sequence[str] | None = None) -> FloatArray:
         """Return each model's mean score over its k nearest training queries."""
