@@ -144,56 +144,43 @@ class NeuralPredictor(ScorePredictor):
         desc: str,
     ) -> dict[str, Any]:
         """Run Adam over shuffled minibatches; keep the parameters of the best validation epoch."""
-        with torch_threads(self.config.threads):
-            return self._train_loop(params, n, batch_loss, val_error, max_epochs, seed, progress, desc)
-
-    def _train_loop(
-        self,
-        params: list[torch.nn.Parameter],
-        n: int,
-        batch_loss: Callable[[torch.Tensor], torch.Tensor],
-        val_error: Callable[[], float] | None,
-        max_epochs: int,
-        seed: int,
-        progress: bool,
-        desc: str,
-    ) -> dict[str, Any]:
         import torch
         from tqdm.auto import tqdm
 
-        cfg = self.config
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        gen = torch.Generator().manual_seed(seed)
-        best = (math.inf, 0)
-        best_params = [p.detach().clone() for p in params]
-        stale = 0
-        epochs = tqdm(range(1, max_epochs + 1), desc=desc, disable=not progress, leave=False)
-        for epoch in epochs:
-            self.module.train()
-            perm = torch.randperm(n, generator=gen)
-            for start in range(0, n, cfg.batch_size):
-                opt.zero_grad()
-                loss = batch_loss(perm[start : start + cfg.batch_size])
-                torch.autograd.backward(loss)
-                opt.step()
-            if val_error is None:
-                continue
+        with torch_threads(self.config.threads):
+            cfg = self.config
+            opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            gen = torch.Generator().manual_seed(seed)
+            best = (math.inf, 0)
+            best_params = [p.detach().clone() for p in params]
+            stale = 0
+            epochs = tqdm(range(1, max_epochs + 1), desc=desc, disable=not progress, leave=False)
+            for epoch in epochs:
+                self.module.train()
+                perm = torch.randperm(n, generator=gen)
+                for start in range(0, n, cfg.batch_size):
+                    opt.zero_grad()
+                    loss = batch_loss(perm[start : start + cfg.batch_size])
+                    torch.autograd.backward(loss)
+                    opt.step()
+                if val_error is None:
+                    continue
+                self.module.eval()
+                error = val_error()
+                epochs.set_postfix(val_mse=f"{error:.4f}")
+                if error < best[0] - 1e-6:
+                    best, stale = (error, epoch), 0
+                    best_params = [p.detach().clone() for p in params]
+                else:
+                    stale += 1
+                    if stale >= cfg.patience:
+                        break
+            if val_error is not None:
+                with torch.no_grad():
+                    for p, saved in zip(params, best_params, strict=True):
+                        p.copy_(saved)
             self.module.eval()
-            error = val_error()
-            epochs.set_postfix(val_mse=f"{error:.4f}")
-            if error < best[0] - 1e-6:
-                best, stale = (error, epoch), 0
-                best_params = [p.detach().clone() for p in params]
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
-        if val_error is not None:
-            with torch.no_grad():
-                for p, saved in zip(params, best_params, strict=True):
-                    p.copy_(saved)
-        self.module.eval()
-        return {"best_epoch": best[1] if val_error else max_epochs, "val_mse": best[0] if val_error else None}
+            return {"best_epoch": best[1] if val_error else max_epochs, "val_mse": best[0] if val_error else None}
 
     def _fit(self, emb: F32Array, s: FloatArray, *, tasks: Sequence[str] | None, progress: bool) -> None:
         """Train the module on the training queries, early-stopped on a validation split of them."""

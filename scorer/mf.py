@@ -9,9 +9,9 @@ with binary cross-entropy, so it scores any number of models.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from scorer._neural import NeuralPredictor, TrainConfig
+from scorer._neural import NeuralPredictor
 
 if TYPE_CHECKING:
     import torch
@@ -56,9 +56,6 @@ class MFPredictor(NeuralPredictor):
     """
 
     method = "mf"
-
-    def __init__(self, config: TrainConfig | None = None, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
 
     def _build(self, dim: int, n_models: int) -> torch.nn.Module:
         return _module(dim, self.config.hidden, n_models)

@@ -16,12 +16,12 @@ small MLP on top of it is the trainable query side.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from scorer._base import FloatArray
-from scorer._neural import NeuralPredictor, TrainConfig
+from scorer._neural import NeuralPredictor
 
 if TYPE_CHECKING:
     import torch
@@ -109,9 +109,6 @@ class RouteMoAPredictor(NeuralPredictor):
     """
 
     method = "routemoa"
-
-    def __init__(self, config: TrainConfig | None = None, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
 
     def _build(self, dim: int, n_models: int) -> torch.nn.Module:
         return _module(dim, self.config.hidden, n_models)
