@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,19 +38,22 @@ def _sync_and_async(afunc: Callable[..., Awaitable[Any]]) -> RunnableCallable:
     return RunnableCallable(func, afunc, name=afunc.__name__)
 
 
-def build_graph(spec: MixSpec, source: str = "<mix>") -> StateGraph[MixState, MixContext, MixInput, MixOutput]:
+def build_graph(
+    spec: MixSpec, source: str = "<mix>", usage_db: str | os.PathLike[str] | None = None
+) -> StateGraph[MixState, MixContext, MixInput, MixOutput]:
     """Return the uncompiled graph of a mix, so the caller picks the checkpointer.
 
     Every step becomes a node named after it. A propose step is entered by one `Send` per model; what
     follows it (a judge, the aggregator, or a `before_<step>` join when another propose step follows)
     runs once: every `Send` of a layer runs in the same superstep, so no node needs `defer` (which
     would also make LangGraph draw false edges into it). A judge's `otherwise` edge closes a loop.
+    Every model call is recorded in the usage database `usage_db` (see `moai.usage.resolve_db`).
 
     Raises:
         MixError: A reference or the shape of the steps is wrong; the message names `source` and the field.
     """
     check_mix(spec, source)
-    mix = MixRuntime(spec, source)
+    mix = MixRuntime(spec, source, usage_db)
     successors = step_successors(spec)
     propose_steps = {step.name for step in spec.steps if isinstance(step, ProposeStep)}
     builder = StateGraph(MixState, context_schema=MixContext, input_schema=MixInput, output_schema=MixOutput)

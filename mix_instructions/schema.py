@@ -131,6 +131,13 @@ class GateSpec(_Strict):
         0.0, ge=0, le=1, description="If the best selected score is below this, use the fallback instead."
     )
     fallback: str | None = Field(None, description="Model used when confidence is below min_confidence.")
+    sticky: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Conversation-aware routing: within a thread, keep the model chosen for earlier turns "
+        "while its score for the new query is at least this (needs a checkpointer); null: choose afresh.",
+    )
 
 
 class Proposer(_Strict):

@@ -16,21 +16,26 @@ __all__ = ["build_mix", "load_mix"]
 
 
 def build_mix(
-    spec: MixSpec | str | os.PathLike[str], overrides: Sequence[str | os.PathLike[str]] = ()
+    spec: MixSpec | str | os.PathLike[str],
+    overrides: Sequence[str | os.PathLike[str]] = (),
+    *,
+    usage_db: str | os.PathLike[str] | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
     """Return the uncompiled graph of a mix (a MixSpec, a file, or a bundled mix's name).
 
     Compile it with the checkpointer of your choice: `build_mix("moa").compile(checkpointer=...)`.
-    `overrides` are files merged over the mix (see `load_spec`).
+    `overrides` are files merged over the mix (see `load_spec`); `usage_db` as for `load_mix`.
     """
     if isinstance(spec, MixSpec):
-        return build_graph(spec)
-    return build_graph(load_spec(spec, overrides), str(resolve_path(spec)))
+        return build_graph(spec, usage_db=usage_db)
+    return build_graph(load_spec(spec, overrides), str(resolve_path(spec)), usage_db)
 
 
 def load_mix(
     path_or_name: str | os.PathLike[str],
     overrides: Sequence[str | os.PathLike[str]] = (),
+    *,
+    usage_db: str | os.PathLike[str] | None = None,
     **compile_kwargs: Any,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Return a mix compiled into a runnable graph (a LangChain `Runnable`).
@@ -38,7 +43,10 @@ def load_mix(
     Args:
         path_or_name: A mix file, or the name of a bundled mix such as `"routemoa"`.
         overrides: Files merged over the mix, e.g. a `models:` section pointing at your endpoints.
+        usage_db: Where every model call is recorded: a SQLite file or a `postgresql://` URL; `"off"`
+            records nothing. Default: `~/.local/share/moai/usage.db`. `$MOAI_USAGE_DB` overrides it.
         **compile_kwargs: Passed to `StateGraph.compile`, e.g. `checkpointer=`.
     """
     spec = load_spec(path_or_name, overrides)
-    return build_graph(spec, str(resolve_path(path_or_name))).compile(name=spec.name, **compile_kwargs)
+    graph = build_graph(spec, str(resolve_path(path_or_name)), usage_db)
+    return graph.compile(name=spec.name, **compile_kwargs)

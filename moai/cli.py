@@ -58,18 +58,21 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _stream(graph: Any, state: dict[str, Any], context: Any) -> dict[str, Any]:
     """Print the aggregator's tokens as they come (or the final answer when no model writes it)."""
+    from langchain_core.messages import AIMessageChunk
+
     result: dict[str, Any] = {}
     printed = False
     async for mode, chunk in graph.astream(state, context=context, stream_mode=["messages", "values"]):
         if mode == "messages":
             message, meta = chunk
-            if meta.get("langgraph_node") == "aggregate" and message.text:
+            # Only the aggregator's streamed tokens: whole messages here are the state's history.
+            if meta.get("langgraph_node") == "aggregate" and isinstance(message, AIMessageChunk) and message.text:
                 print(message.text, end="", flush=True)
                 printed = True
         else:
             result = chunk
     print("" if printed else result["answer"])
-    return {key: result[key] for key in ("answer", "models_used", "calls", "trace")}
+    return {key: result[key] for key in ("answer", "models_used", "calls", "trace", "run")}
 
 
 def _report(result: dict[str, Any]) -> str:
@@ -101,7 +104,8 @@ def _report(result: dict[str, Any]) -> str:
     )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join([f"path: {' -> '.join(result['trace'])}", *lines])
+    run = f"run: {result['run']['run_id']} (moai feedback {result['run']['run_id']} SCORE)"
+    return "\n".join([f"path: {' -> '.join(result['trace'])}", *lines, run])
 
 
 def _graph(args: argparse.Namespace) -> int:

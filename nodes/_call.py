@@ -12,7 +12,7 @@ from typing import Any, Literal
 from langchain_core.messages import AIMessage, BaseMessage
 
 from nodes._runtime import MixRuntime, transient_errors
-from nodes.state import Call
+from nodes.state import Call, RunInfo
 from scorer.select import call_cost
 
 __all__ = ["call_model", "worst_case_cost"]
@@ -72,14 +72,22 @@ async def call_model(
     *,
     sensitive: bool,
     allowance_usd: float | None,
+    run: RunInfo,
 ) -> tuple[AIMessage | None, str | None, list[Call]]:
     """Call a model, or its fallbacks in order, within the privacy rule and the allowance.
+
+    Every attempt goes to the usage monitor as it ends, so a run that fails later still leaves its rows.
 
     Returns:
         The reply (None if every route failed or was refused), the model that gave it, and a record
         of every attempt.
     """
     calls: list[Call] = []
+
+    def done(call: Call) -> None:
+        calls.append(call)
+        mix.record("call", run, {"mix": run["mix"], "arm": run["arm"], "thread_id": run["thread_id"], **call})
+
     allowed = mix.spec.gate.constraints.sensitive.allow_privacy
     for candidate in [name, *mix.spec.models[name].fallbacks]:
         spec = mix.spec.models[candidate]
@@ -90,7 +98,7 @@ async def call_model(
         elif allowance_usd is not None and (worst := worst_case_cost(mix, candidate, messages)) > allowance_usd:
             refusal = f"worst-case cost ${worst:.6f} exceeds the ${allowance_usd:.6f} left"
         if refusal:
-            calls.append(_record(mix, node, candidate, status="skipped", fallback_for=fallback_for, error=refusal))
+            done(_record(mix, node, candidate, status="skipped", fallback_for=fallback_for, error=refusal))
             continue
         start = time.perf_counter()
         try:
@@ -101,7 +109,7 @@ async def call_model(
             tries = f" ({spec.retries + 1} attempts)" if spec.retries and isinstance(err, transient_errors()) else ""
             error = f"{type(err).__name__}: {reason}{tries}"
             latency = time.perf_counter() - start
-            calls.append(
+            done(
                 _record(mix, node, candidate, status="error", fallback_for=fallback_for, error=error, latency_s=latency)
             )
             continue
@@ -113,19 +121,20 @@ async def call_model(
             usage = {"input_tokens": _prompt_tokens_bound(messages), "output_tokens": out_bound, "estimated": True}
         empty = not reply.text.strip()  # billed all the same, so recorded with its tokens
         mix.breaker.record(candidate, ok=not empty)
-        call = _record(
-            mix,
-            node,
-            candidate,
-            status="error" if empty else "ok",
-            fallback_for=fallback_for,
-            tokens_in=usage.get("input_tokens", 0),
-            tokens_out=usage.get("output_tokens", 0),
-            latency_s=time.perf_counter() - start,
-            error="ValueError: empty reply" if empty else None,
-            usage_estimated=usage.get("estimated", False),
+        done(
+            _record(
+                mix,
+                node,
+                candidate,
+                status="error" if empty else "ok",
+                fallback_for=fallback_for,
+                tokens_in=usage.get("input_tokens", 0),
+                tokens_out=usage.get("output_tokens", 0),
+                latency_s=time.perf_counter() - start,
+                error="ValueError: empty reply" if empty else None,
+                usage_estimated=usage.get("estimated", False),
+            )
         )
-        calls.append(call)
         if not empty:
             return reply, candidate, calls
     return None, None, calls

@@ -54,7 +54,9 @@ def route_to(
         )
         task = ProposeTask(
             query=state["query"],
+            history=state.get("history", []),
             sensitive=state["sensitive"],
+            run=state["run"],
             step=step.name,
             layer=layer,
             model=model,

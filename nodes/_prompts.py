@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
@@ -43,6 +44,7 @@ def _numbered(texts: list[str]) -> str:
 def propose_messages(
     query: str,
     *,
+    history: Sequence[BaseMessage] = (),
     prompt: str,
     instructions: str | None,
     references: list[str],
@@ -59,7 +61,7 @@ def propose_messages(
         system += "\n\n" + REFERENCES.format(responses=_numbered(references))
     if ask_confidence:
         system += "\n\n" + CONFIDENCE
-    return [SystemMessage(system), HumanMessage(query)]
+    return [SystemMessage(system), *history, HumanMessage(query)]
 
 
 def judge_messages(query: str, answers: list[str]) -> list[BaseMessage]:
@@ -68,9 +70,10 @@ def judge_messages(query: str, answers: list[str]) -> list[BaseMessage]:
     return [SystemMessage(JUDGE), HumanMessage(f"Question:\n{query}\n\n{listed}")]
 
 
-def aggregate_messages(query: str, answers: list[str]) -> list[BaseMessage]:
+def aggregate_messages(query: str, answers: list[str], history: Sequence[BaseMessage] = ()) -> list[BaseMessage]:
     """Build the messages of a Mixture-of-Agents aggregation call."""
-    return [SystemMessage(ANSWER + "\n\n" + REFERENCES.format(responses=_numbered(answers))), HumanMessage(query)]
+    system = SystemMessage(ANSWER + "\n\n" + REFERENCES.format(responses=_numbered(answers)))
+    return [system, *history, HumanMessage(query)]
 
 
 def parse_confidence(text: str) -> tuple[str, float | None]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -14,8 +17,9 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from mix_instructions.schema import MixSpec
 from moai.providers import make_chat_model
+from moai.usage import UsageMonitor, monitor_for, resolve_db
 from nodes._breaker import CircuitBreaker
-from nodes.state import Call
+from nodes.state import Call, RunInfo
 from scorer import Predictor
 from scorer.locate import load_scorer
 
@@ -46,8 +50,11 @@ class MixRuntime:
 
     spec: MixSpec
     source: str = "<mix>"
+    usage_db: str | os.PathLike[str] | None = None
+    """Where usage goes (see `moai.usage.resolve_db`: $MOAI_USAGE_DB overrides it)."""
     scorer: Predictor = field(init=False)
     breaker: CircuitBreaker = field(init=False)
+    monitor: UsageMonitor | None = field(init=False)
     _models: dict[str, BaseChatModel] = field(default_factory=dict, init=False, repr=False)
     _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, BaseChatModel]] = field(
         default_factory=weakref.WeakKeyDictionary, init=False, repr=False
@@ -58,6 +65,18 @@ class MixRuntime:
         quality = {name: model.quality for name, model in self.spec.models.items()}
         self.scorer = load_scorer(self.spec.gate.scorer, quality, self.source)
         self.breaker = CircuitBreaker(self.spec.circuit.failures, self.spec.circuit.cooldown_s)
+        db = resolve_db(self.usage_db)
+        self.monitor = monitor_for(db) if db else None
+
+    def record(self, kind: str, run: RunInfo, row: Mapping[str, object]) -> None:
+        """Hand a usage row, tagged with its run, to the monitor (no wait, and never an error)."""
+        if self.monitor is not None:
+            self.monitor.record(kind, {"run_id": run["run_id"], "ts": time.time()} | dict(row))
+
+    def fail(self, run: RunInfo, message: str) -> MixRunError:
+        """Record that a run ended unanswered; return the error to raise."""
+        self.record("finish", run, {"status": "error", "error": message})
+        return MixRunError(message)
 
     def chat_model(self, name: str) -> BaseChatModel:
         """Return the chat model of a pool member, building it on first use.

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.runtime import Runtime
 
 from nodes._call import call_model
 from nodes._dispatch import budget_of, remaining_budget
 from nodes._prompts import aggregate_messages
-from nodes._runtime import MixRunError, MixRuntime, nothing_answered
+from nodes._runtime import MixRuntime, nothing_answered
 from nodes.context import MixContext
 from nodes.state import Call, MixState, Proposal
+from scorer.select import call_cost
 
 __all__ = ["best_proposal", "make_aggregate"]
 
@@ -35,6 +38,25 @@ def _top_model(state: MixState) -> str:
     return max(allowed, key=state["scores"].__getitem__)
 
 
+def _finish_row(mix: MixRuntime, answer: str, used: list[str], calls: list[Call]) -> dict[str, Any]:
+    """Describe how a run ended, and what the pool's dearest model would have cost instead.
+
+    The baseline is one call to that model, as long as the run's first answer in and its last answer out.
+    """
+    dearest = max(mix.spec.models, key=lambda name: call_cost(mix.spec.models[name], 1000, 1000))
+    ok = [c for c in calls if c["status"] == "ok"]
+    baseline = call_cost(mix.spec.models[dearest], ok[0]["tokens_in"], ok[-1]["tokens_out"]) if ok else None
+    return {
+        "status": "ok",
+        "answer": answer,
+        "models_used": used,
+        "cost_usd": sum(c["cost_usd"] for c in calls),
+        "baseline_model": dearest,
+        "baseline_cost_usd": baseline,
+        "finished_ts": time.time(),
+    }
+
+
 def make_aggregate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, dict[str, Any]]]:
     """Return the aggregate node."""
     spec = mix.spec.aggregate
@@ -42,7 +64,7 @@ def make_aggregate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, dict[st
     async def aggregate(state: MixState, runtime: Runtime[MixContext]) -> dict[str, Any]:
         proposals = state.get("proposals", [])
         if not proposals:
-            raise MixRunError(nothing_answered(mix.spec.name, state.get("calls", [])))
+            raise mix.fail(state["run"], nothing_answered(mix.spec.name, state.get("calls", [])))
         last_layer = max(p["layer"] for p in proposals)
         latest = [p for p in proposals if p["layer"] == last_layer]
         calls: list[Call] = []
@@ -56,9 +78,10 @@ def make_aggregate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, dict[st
                 mix,
                 "aggregate",
                 model,
-                aggregate_messages(state["query"], [p["content"] for p in latest]),
+                aggregate_messages(state["query"], [p["content"] for p in latest], state.get("history", [])),
                 sensitive=state["sensitive"],
                 allowance_usd=remaining_budget(budget_of(mix, runtime.context), state),
+                run=state["run"],
             )
             if reply is not None:
                 answer = reply.text
@@ -68,6 +91,8 @@ def make_aggregate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, dict[st
             trace = "aggregate:single"
         all_calls = [*state.get("calls", []), *calls]
         used = list(dict.fromkeys(c["model"] for c in all_calls if c["status"] == "ok"))
-        return {"answer": answer, "calls": calls, "models_used": used, "trace": [trace]}
+        mix.record("finish", state["run"], _finish_row(mix, answer, used, all_calls))
+        history = [*state.get("history", []), HumanMessage(state["query"]), AIMessage(answer)]
+        return {"answer": answer, "calls": calls, "models_used": used, "trace": [trace], "history": history}
 
     return aggregate

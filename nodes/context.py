@@ -17,3 +17,10 @@ class MixContext:
     top_k: int | None = field(
         default=None, metadata={"description": "How many models the gate selects; overrides the mix's top_k."}
     )
+    run_id: str | None = field(
+        default=None,
+        metadata={"description": "Id of this run in the usage monitor (feedback joins on it); default: a new UUID."},
+    )
+    user_id: str | None = field(
+        default=None, metadata={"description": "Who asks: recorded with the run, and what an A/B split may key on."}
+    )

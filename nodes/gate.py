@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from langgraph.config import get_config
 from langgraph.runtime import Runtime
-from langgraph.types import Command
+from langgraph.types import Command, Overwrite
 
 from nodes._dispatch import budget_of, route_to
 from nodes._runtime import MixRunError, MixRuntime
 from nodes.context import MixContext
-from nodes.state import GateDecision, MixInput
+from nodes.state import GateDecision, MixState, RunInfo
 from scorer.select import excluded, is_sensitive, rank
 
 __all__ = ["decide", "make_gate"]
 
 
-def decide(mix: MixRuntime, query: str, flagged: bool, top_k: int | None = None) -> GateDecision:
+def decide(
+    mix: MixRuntime, query: str, flagged: bool, top_k: int | None = None, kept: str | None = None
+) -> GateDecision:
     """Score, filter and rank the candidates for one query.
+
+    `kept` is the model a thread's earlier turns went to: with `gate.sticky` set, it stays first while
+    no constraint rules it out and its score for this query is at least that threshold.
 
     Raises:
         MixRunError: Every candidate breaks a hard constraint.
@@ -38,6 +46,9 @@ def decide(mix: MixRuntime, query: str, flagged: bool, top_k: int | None = None)
         reasons = "; ".join(f"{name}: {why}" for name, why in out.items())
         raise MixRunError(f"mix '{mix.spec.name}': no model may answer this query ({reasons})")
     ranking = rank(allowed, mix.spec.models, gate.order, gate.objective.alpha)
+    stays = gate.sticky is not None and kept in allowed and allowed[kept] >= gate.sticky
+    if stays:
+        ranking = [kept, *(name for name in ranking if name != kept)]
     selected = ranking[: top_k or gate.top_k]
     fallback_used = False
     if allowed[selected[0]] < gate.min_confidence and gate.fallback is not None and gate.fallback not in out:
@@ -49,6 +60,7 @@ def decide(mix: MixRuntime, query: str, flagged: bool, top_k: int | None = None)
         selected=selected,
         sensitive=sensitive,
         fallback_used=fallback_used,
+        kept=stays and not fallback_used,
     )
 
 
@@ -56,10 +68,29 @@ def make_gate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, Command[Any]
     """Return the gate node; it starts the mix's first step."""
     first = mix.spec.steps[0].name
 
-    async def gate(state: MixInput, runtime: Runtime[MixContext]) -> Command[Any]:
-        context = runtime.context
-        decision = decide(mix, state["query"], state.get("sensitive", False), context.top_k if context else None)
+    async def gate(state: MixState, runtime: Runtime[MixContext]) -> Command[Any]:
+        context = runtime.context or MixContext()
+        configurable = get_config().get("configurable", {})
+        run = RunInfo(
+            run_id=context.run_id or str(uuid.uuid4()),
+            mix=mix.spec.name,
+            arm=state.get("arm"),
+            thread_id=configurable.get("thread_id"),
+            user_id=context.user_id or configurable.get("user_id"),
+        )
+        row = {"mix": run["mix"], "arm": run["arm"], "thread_id": run["thread_id"], "user_id": run["user_id"]}
+        row["query"] = state["query"]
+        try:
+            decision = decide(mix, state["query"], state.get("sensitive", False), context.top_k, state.get("kept"))
+        except MixRunError as err:
+            mix.record("run", run, row | {"status": "error", "error": str(err), "finished_ts": time.time()})
+            raise
+        chosen = {"selected": decision["selected"], "scores": decision["scores"], "kept": int(decision["kept"])}
+        mix.record("run", run, row | chosen | {"status": "running"})
         update: dict[str, Any] = {
+            "run": run,
+            "kept": decision["selected"][0],
+            "history": state.get("history", []),
             "query": state["query"],
             "sensitive": decision["sensitive"],
             "gate": decision,
@@ -68,9 +99,10 @@ def make_gate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, Command[Any]
             "tried": list(decision["selected"]),
             "layer": 0,
             "rounds": {},
-            "trace": ["gate"],
         }
         more, goto = route_to(mix, update, first, budget_of(mix, context))
-        return Command(update=update | more, goto=goto)
+        # A thread's next turn starts its records afresh: with a checkpointer, the lists would go on growing.
+        fresh = {key: Overwrite([]) for key in ("proposals", "verdicts", "calls")} | {"trace": Overwrite(["gate"])}
+        return Command(update=update | more | fresh, goto=goto)
 
     return gate

@@ -14,7 +14,7 @@ from mix_instructions.schema import JudgeStep
 from nodes._call import call_model
 from nodes._dispatch import budget_of, remaining_budget, route_to
 from nodes._prompts import judge_messages, parse_judgement
-from nodes._runtime import MixRunError, MixRuntime, nothing_answered
+from nodes._runtime import MixRuntime, nothing_answered
 from nodes.context import MixContext
 from nodes.state import Call, MixState, Proposal, Verdict
 from nodes.stop import stop_reason
@@ -31,7 +31,7 @@ def make_judge(mix: MixRuntime, step: JudgeStep) -> Callable[..., Coroutine[Any,
         latest = [p for p in state["proposals"] if p["layer"] == state["layer"]]
         if not latest:
             if not state["proposals"]:
-                raise MixRunError(nothing_answered(mix.spec.name, state["calls"]))
+                raise mix.fail(state["run"], nothing_answered(mix.spec.name, state["calls"]))
             latest = [p for p in state["proposals"] if p["layer"] == max(q["layer"] for q in state["proposals"])]
         cross: list[float | None] = [None] * len(latest)
         critique: str | None = None
@@ -45,6 +45,7 @@ def make_judge(mix: MixRuntime, step: JudgeStep) -> Callable[..., Coroutine[Any,
                 judge_messages(state["query"], [p["content"] for p in latest]),
                 sensitive=state["sensitive"],
                 allowance_usd=remaining_budget(budget, state),
+                run=state["run"],
             )
             if reply is not None:
                 cross, critique = parse_judgement(reply.text, len(latest))

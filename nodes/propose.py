@@ -20,6 +20,7 @@ def make_propose(mix: MixRuntime, step: ProposeStep) -> Callable[[ProposeTask], 
     async def propose(task: ProposeTask) -> dict[str, Any]:
         messages = propose_messages(
             task["query"],
+            history=task["history"],
             prompt=step.prompt,
             instructions=task["instructions"],
             references=task["references"],
@@ -27,7 +28,13 @@ def make_propose(mix: MixRuntime, step: ProposeStep) -> Callable[[ProposeTask], 
             ask_confidence=task["ask_confidence"],
         )
         reply, model, calls = await call_model(
-            mix, step.name, task["model"], messages, sensitive=task["sensitive"], allowance_usd=task["allowance_usd"]
+            mix,
+            step.name,
+            task["model"],
+            messages,
+            sensitive=task["sensitive"],
+            allowance_usd=task["allowance_usd"],
+            run=task["run"],
         )
         label = task["model"] if task["role"] is None else f"{task['model']}/{task['role']}"
         if model != task["model"]:

@@ -5,9 +5,30 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Literal, NotRequired
 
+from langchain_core.messages import AnyMessage
 from typing_extensions import TypedDict
 
-__all__ = ["Call", "GateDecision", "MixInput", "MixOutput", "MixState", "Proposal", "ProposeTask", "Verdict"]
+__all__ = [
+    "Call",
+    "GateDecision",
+    "MixInput",
+    "MixOutput",
+    "MixState",
+    "Proposal",
+    "ProposeTask",
+    "RunInfo",
+    "Verdict",
+]
+
+
+class RunInfo(TypedDict):
+    """Which run of which mix a record belongs to; the usage monitor keys its rows by it."""
+
+    run_id: str
+    mix: str
+    arm: str | None
+    thread_id: str | None
+    user_id: str | None
 
 
 class Call(TypedDict):
@@ -60,13 +81,17 @@ class GateDecision(TypedDict):
     selected: list[str]
     sensitive: bool
     fallback_used: bool
+    kept: bool
+    """Whether a thread's earlier model was kept (conversation-aware routing)."""
 
 
 class ProposeTask(TypedDict):
     """What one concurrent proposer call receives through `Send`."""
 
     query: str
+    history: list[AnyMessage]
     sensitive: bool
+    run: RunInfo
     step: str
     layer: int
     model: str
@@ -83,6 +108,10 @@ class MixInput(TypedDict):
 
     query: str
     sensitive: NotRequired[bool]
+    history: NotRequired[list[AnyMessage]]
+    """Earlier turns of the conversation; with a checkpointer, a thread's own turns are kept for you."""
+    arm: NotRequired[str]
+    """The arm of an A/B split this run belongs to (set by the split node)."""
 
 
 class MixOutput(TypedDict):
@@ -92,17 +121,22 @@ class MixOutput(TypedDict):
     models_used: list[str]
     calls: list[Call]
     trace: list[str]
+    run: RunInfo
 
 
 class MixState(TypedDict):
     """The full state of one query through a mix.
 
     Keys written by concurrent proposers (`proposals`, `calls`) and by every node (`trace`) have list
-    reducers, so each layer's records are kept.
+    reducers, so each layer's records are kept; the gate overwrites them when a thread's next turn begins.
     """
 
     query: str
+    history: list[AnyMessage]
     sensitive: bool
+    arm: str | None
+    run: RunInfo
+    kept: str | None
     gate: GateDecision
     scores: dict[str, float]
     selected: list[str]

@@ -71,6 +71,7 @@ async def build_routing_data(
     """
     from nodes._call import call_model
     from nodes._prompts import propose_messages
+    from nodes.state import RunInfo
     from nodes._runtime import MixRuntime
 
     # No fallbacks here: the data must say how each model did, not how its stand-in did.
@@ -93,7 +94,10 @@ async def build_routing_data(
                     critique=None,
                     ask_confidence=False,
                 )
-                reply, _, calls = await call_model(mix, "dataset", name, messages, sensitive=False, allowance_usd=None)
+                run = RunInfo(run_id=f"dataset:{question.id}", mix=spec.name, arm=None, thread_id=None, user_id=None)
+                reply, _, calls = await call_model(
+                    mix, "dataset", name, messages, sensitive=False, allowance_usd=None, run=run
+                )
                 line = {
                     "id": question.id,
                     "prompt": question.prompt,

@@ -13,6 +13,9 @@ from moai.fake import ScriptedChatModel
 from nodes._call import call_model
 from nodes._runtime import MixRunError, MixRuntime
 from nodes.context import MixContext
+from nodes.state import RunInfo
+
+RUN = RunInfo(run_id="r1", mix="m", arm=None, thread_id=None, user_id=None)
 
 
 def spec(models: dict[str, Any], steps: list[dict[str, Any]] | None = None, **extra: Any) -> Any:
@@ -35,7 +38,9 @@ async def test_a_failing_model_falls_back_in_order_and_every_attempt_is_recorded
             }
         )
     )
-    reply, model, calls = await call_model(mix, "n", "a", [HumanMessage("q")], sensitive=False, allowance_usd=None)
+    reply, model, calls = await call_model(
+        mix, "n", "a", [HumanMessage("q")], sensitive=False, allowance_usd=None, run=RUN
+    )
     assert reply is not None and reply.text == "ok" and model == "c"
     assert [(c["model"], c["status"], c["fallback_for"]) for c in calls] == [
         ("a", "error", None),
@@ -48,14 +53,18 @@ async def test_a_failing_model_falls_back_in_order_and_every_attempt_is_recorded
 async def test_a_slow_model_times_out_and_its_fallback_answers() -> None:
     mix = MixRuntime(spec({"slow": {"timeout_s": 0.05, "fallbacks": ["fast"]}, "fast": {"replies": ["quick"]}}))
     mix.use_model("slow", ScriptedChatModel(replies=["late"], delay_s=5))
-    reply, model, calls = await call_model(mix, "n", "slow", [HumanMessage("q")], sensitive=False, allowance_usd=None)
+    reply, model, calls = await call_model(
+        mix, "n", "slow", [HumanMessage("q")], sensitive=False, allowance_usd=None, run=RUN
+    )
     assert model == "fast" and reply is not None and reply.text == "quick"
     assert calls[0]["status"] == "error" and calls[0]["error"] == "TimeoutError: timed out after 0.05s (2 attempts)"
 
 
 async def test_a_transient_error_is_retried_with_the_same_model() -> None:
     mix = MixRuntime(spec({"flaky": {"replies": ["!unavailable 503", "back"], "retries": 2, "backoff_s": 0}}))
-    reply, model, calls = await call_model(mix, "n", "flaky", [HumanMessage("q")], sensitive=False, allowance_usd=None)
+    reply, model, calls = await call_model(
+        mix, "n", "flaky", [HumanMessage("q")], sensitive=False, allowance_usd=None, run=RUN
+    )
     assert model == "flaky" and reply is not None and reply.text == "back"
     assert [c["status"] for c in calls] == ["ok"]
 

@@ -1,0 +1,213 @@
+"""Where usage rows live: SQLite in WAL mode by default, PostgreSQL when given a database URL.
+
+Three tables: `runs` (one row a query through a mix), `calls` (one row a model call, whatever its
+outcome) and `feedback` (scores users gave to runs). Both back-ends speak the same SQL, written once
+with `?` placeholders; PostgreSQL's driver gets them as `%s`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CALL_COLUMNS", "RUN_COLUMNS", "UsageStore", "default_db", "resolve_db"]
+
+RUN_COLUMNS = (
+    "run_id",
+    "ts",
+    "mix",
+    "arm",
+    "thread_id",
+    "user_id",
+    "query",
+    "selected",
+    "scores",
+    "cache_hit",
+    "kept",
+    "status",
+    "error",
+    "answer",
+    "models_used",
+    "cost_usd",
+    "baseline_model",
+    "baseline_cost_usd",
+    "finished_ts",
+)
+"""`selected`, `scores` and `models_used` hold JSON; `status` is running, ok or error."""
+
+CALL_COLUMNS = (
+    "run_id",
+    "ts",
+    "mix",
+    "arm",
+    "thread_id",
+    "node",
+    "model",
+    "provider",
+    "tokens_in",
+    "tokens_out",
+    "latency_s",
+    "cost_usd",
+    "energy_wh",
+    "co2e_g",
+    "status",
+    "error",
+    "fallback_for",
+    "usage_estimated",
+)
+
+_REAL = {"ts", "cost_usd", "baseline_cost_usd", "finished_ts", "latency_s", "energy_wh", "co2e_g", "score"}
+_INT = {"cache_hit", "kept", "tokens_in", "tokens_out", "usage_estimated"}
+_JSON = {"selected", "scores", "models_used"}
+_OFF = {"", "off", "none", "0", "false"}
+
+
+def default_db() -> Path:
+    """Return the embedded database's default path: $XDG_DATA_HOME/moai/usage.db, else ~/.local/share/moai."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "moai" / "usage.db"
+
+
+def resolve_db(db: str | os.PathLike[str] | None = None) -> str | None:
+    """Return where usage goes: $MOAI_USAGE_DB if set, else `db`, else the default path; None when off.
+
+    A value of `off` (or `none`, `0`, `false`, empty) turns the monitor off.
+    """
+    chosen = os.environ.get("MOAI_USAGE_DB", str(db) if db is not None else str(default_db()))
+    return None if chosen.strip().lower() in _OFF else chosen
+
+
+def _is_url(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+class UsageStore:
+    """One connection to a usage database; not thread-safe (the monitor's writer thread owns one).
+
+    Args:
+        db: A file path (SQLite) or a `postgresql://` URL.
+
+    Raises:
+        ModuleNotFoundError: A PostgreSQL URL without the `psycopg` package (install `.[postgres]`).
+    """
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self.postgres = _is_url(db)
+        if self.postgres:
+            try:
+                import psycopg
+            except ModuleNotFoundError as err:
+                raise ModuleNotFoundError(
+                    "a PostgreSQL usage database needs psycopg: pip install 'mixture-of-ai[postgres]'"
+                ) from err
+            self._conn: Any = psycopg.connect(db, autocommit=False, connect_timeout=5)
+        else:
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(db, timeout=30, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._create()
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.postgres else sql
+
+    def _type(self, column: str) -> str:
+        if column in _REAL:
+            return "DOUBLE PRECISION" if self.postgres else "REAL"
+        return "INTEGER" if column in _INT else "TEXT"
+
+    def _create(self) -> None:
+        key = "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        runs = ", ".join(f"{c} {self._type(c)}" for c in RUN_COLUMNS[1:])
+        calls = ", ".join(f"{c} {self._type(c)}" for c in CALL_COLUMNS)
+        feedback = f"id {key}, run_id TEXT NOT NULL, ts {self._type('ts')}, score {self._type('score')}, comment TEXT"
+        with self._transaction() as cur:
+            cur.execute(f"CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, {runs})")
+            cur.execute(f"CREATE TABLE IF NOT EXISTS calls (id {key}, {calls})")
+            cur.execute(f"CREATE TABLE IF NOT EXISTS feedback ({feedback})")
+            cur.execute("CREATE INDEX IF NOT EXISTS calls_run ON calls (run_id)")
+            cur.execute("CREATE INDEX IF NOT EXISTS calls_ts ON calls (ts)")
+            cur.execute("CREATE INDEX IF NOT EXISTS runs_ts ON runs (ts)")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        cur = self._conn.cursor()
+        try:
+            if not self.postgres:
+                cur.execute("BEGIN IMMEDIATE")  # take the write lock now, not halfway through
+            yield cur
+        except BaseException:
+            self._conn.rollback()
+            raise
+        else:
+            self._conn.commit()
+        finally:
+            cur.close()
+
+    def write(self, ops: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Apply a batch in one transaction: ("run", row) inserts, ("finish", row) updates, ("call", row), ("feedback", row)."""
+        with self._transaction() as cur:
+            for kind, row in ops:
+                values = {k: json.dumps(v) if k in _JSON and v is not None else v for k, v in row.items()}
+                if kind == "finish":
+                    sets = ", ".join(f"{k} = ?" for k in values if k != "run_id")
+                    cur.execute(
+                        self._sql(f"UPDATE runs SET {sets} WHERE run_id = ?"),
+                        [
+                            *(v for k, v in values.items() if k != "run_id"),
+                            values["run_id"],
+                        ],
+                    )
+                    continue
+                table = {"run": "runs", "call": "calls", "feedback": "feedback"}[kind]
+                names = ", ".join(values)
+                marks = ", ".join("?" for _ in values)
+                cur.execute(self._sql(f"INSERT INTO {table} ({names}) VALUES ({marks})"), list(values.values()))
+
+    def _select(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        cur = self._conn.cursor()
+        try:
+            cur.execute(self._sql(sql), list(params))
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        finally:
+            cur.close()
+        if self.postgres:
+            self._conn.commit()  # end the read transaction, so later reads see new rows
+        for row in rows:
+            for key in _JSON & row.keys():
+                row[key] = json.loads(row[key]) if row[key] is not None else None
+        return rows
+
+    def runs(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Return the runs that started at or after `since` (a Unix time), oldest first."""
+        return self._select("SELECT * FROM runs WHERE ts >= ? ORDER BY ts", [since or 0.0])
+
+    def calls(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Return the model calls made at or after `since` (a Unix time), oldest first."""
+        return self._select("SELECT * FROM calls WHERE ts >= ? ORDER BY ts, id", [since or 0.0])
+
+    def feedback(self) -> list[dict[str, Any]]:
+        """Return every feedback row, oldest first."""
+        return self._select("SELECT * FROM feedback ORDER BY ts, id")
+
+    def add_feedback(self, run_id: str, score: float, comment: str | None = None) -> None:
+        """Store a user's score for a run (several per run are kept; the report averages them).
+
+        Raises:
+            KeyError: No run has this id.
+        """
+        if not self._select("SELECT run_id FROM runs WHERE run_id = ?", [run_id]):
+            raise KeyError(f"no run '{run_id}' in the usage database {self.db}")
+        self.write([("feedback", {"run_id": run_id, "ts": time.time(), "score": score, "comment": comment})])
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
