@@ -85,7 +85,12 @@ def make_gate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, Command[Any]
         except MixRunError as err:
             mix.record("run", run, row | {"status": "error", "error": str(err), "finished_ts": time.time()})
             raise
-        chosen = {"selected": decision["selected"], "scores": decision["scores"], "kept": int(decision["kept"])}
+        chosen = {
+            "selected": decision["selected"],
+            "scores": decision["scores"],
+            "kept": int(decision["kept"]),
+            "cache_hit": 0,
+        }
         mix.record("run", run, row | chosen | {"status": "running"})
         update: dict[str, Any] = {
             "run": run,

@@ -157,6 +157,7 @@ class UsageStore:
             for kind, row in ops:
                 values = {k: json.dumps(v) if k in _JSON and v is not None else v for k, v in row.items()}
                 if kind == "finish":
+                    values.pop("ts", None)  # a run keeps the time it started; it ends at `finished_ts`
                     sets = ", ".join(f"{k} = ?" for k in values if k != "run_id")
                     cur.execute(
                         self._sql(f"UPDATE runs SET {sets} WHERE run_id = ?"),
