@@ -83,6 +83,14 @@ def resolve_db(db: str | os.PathLike[str] | None = None) -> str | None:
     return None if chosen.strip().lower() in _OFF else chosen
 
 
+def _column_value(column: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if column in _JSON:
+        return json.dumps(value)
+    return int(value) if column in _INT else value  # PostgreSQL takes no bool for an INTEGER column
+
+
 def _is_url(db: str) -> bool:
     return db.startswith(("postgresql://", "postgres://"))
 
@@ -155,7 +163,7 @@ class UsageStore:
         """Apply a batch in one transaction: ("run", row) inserts, ("finish", row) updates, ("call", row), ("feedback", row)."""
         with self._transaction() as cur:
             for kind, row in ops:
-                values = {k: json.dumps(v) if k in _JSON and v is not None else v for k, v in row.items()}
+                values = {k: _column_value(k, v) for k, v in row.items()}
                 if kind == "finish":
                     values.pop("ts", None)  # a run keeps the time it started; it ends at `finished_ts`
                     sets = ", ".join(f"{k} = ?" for k in values if k != "run_id")
