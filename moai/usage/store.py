@@ -160,7 +160,10 @@ class UsageStore:
             cur.close()
 
     def write(self, ops: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-        """Apply a batch in one transaction: ("run", row) inserts, ("finish", row) updates, ("call", row), ("feedback", row)."""
+        """Apply a batch in one transaction.
+
+        Each op is ("run", row) to insert a run, ("finish", row) to update it, ("call", row) or ("feedback", row).
+        """
         with self._transaction() as cur:
             for kind, row in ops:
                 values = {k: _column_value(k, v) for k, v in row.items()}
