@@ -18,6 +18,7 @@ __all__ = [
     "Price",
     "ProposeStep",
     "Proposer",
+    "RoutingCache",
     "SensitiveRule",
     "Step",
     "StopWhen",
@@ -110,6 +111,16 @@ class Constraints(_Strict):
     )
 
 
+class RoutingCache(_Strict):
+    """Reuse the scores of a recent query for a query this close to it (the constraints still apply afresh)."""
+
+    similarity: float = Field(
+        0.95, gt=0, le=1, description="Least cosine similarity of the query embeddings that counts as a repeat."
+    )
+    size: int = Field(1024, ge=1, description="Most recent queries kept.")
+    ttl_s: float = Field(3600.0, gt=0, description="Seconds a cached entry stays valid.")
+
+
 class GateSpec(_Strict):
     """The gate: scores the pool for a query and picks the models that run first."""
 
@@ -137,6 +148,9 @@ class GateSpec(_Strict):
         le=1,
         description="Conversation-aware routing: within a thread, keep the model chosen for earlier turns "
         "while its score for the new query is at least this (needs a checkpointer); null: choose afresh.",
+    )
+    cache: RoutingCache | None = Field(
+        None, description="Routing cache: reuse the scores of a recent, near-identical query; null: off."
     )
 
 

@@ -19,6 +19,7 @@ from mix_instructions.schema import MixSpec
 from moai.providers import make_chat_model
 from moai.usage import UsageMonitor, monitor_for, resolve_db
 from nodes._breaker import CircuitBreaker
+from nodes._cache import ScoreCache
 from nodes.state import Call, RunInfo
 from scorer import Predictor
 from scorer.locate import load_scorer
@@ -55,6 +56,7 @@ class MixRuntime:
     scorer: Predictor = field(init=False)
     breaker: CircuitBreaker = field(init=False)
     monitor: UsageMonitor | None = field(init=False)
+    cache: ScoreCache | None = field(init=False)
     _models: dict[str, BaseChatModel] = field(default_factory=dict, init=False, repr=False)
     _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, BaseChatModel]] = field(
         default_factory=weakref.WeakKeyDictionary, init=False, repr=False
@@ -65,8 +67,15 @@ class MixRuntime:
         quality = {name: model.quality for name, model in self.spec.models.items()}
         self.scorer = load_scorer(self.spec.gate.scorer, quality, self.source)
         self.breaker = CircuitBreaker(self.spec.circuit.failures, self.spec.circuit.cooldown_s)
+        self.cache = ScoreCache(self.spec.gate.cache) if self.spec.gate.cache else None
         db = resolve_db(self.usage_db)
         self.monitor = monitor_for(db) if db else None
+
+    def scores(self, query: str, candidates: list[str]) -> tuple[list[float], bool]:
+        """Return the scorer's scores of the candidates for a query, and whether the routing cache gave them."""
+        if self.cache is None:
+            return self.scorer.predict([query], candidates)[0], False
+        return self.cache.scores(self.scorer, query, candidates)
 
     def record(self, kind: str, run: RunInfo, row: Mapping[str, object]) -> None:
         """Hand a usage row, tagged with its run, to the monitor (no wait, and never an error)."""

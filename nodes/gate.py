@@ -34,7 +34,8 @@ def decide(
     gate = mix.spec.gate
     candidates = gate.candidates if gate.candidates is not None else list(mix.spec.models)
     sensitive = is_sensitive(query, flagged, gate.constraints.sensitive)
-    scores = dict(zip(candidates, mix.scorer.predict([query], candidates)[0], strict=True))
+    predicted, cache_hit = mix.scores(query, candidates)
+    scores = dict(zip(candidates, predicted, strict=True))
     out = excluded({name: mix.spec.models[name] for name in candidates}, gate.constraints, sensitive)
     cooling = {name: why for name in candidates if name not in out and (why := mix.breaker.open_reason(name))}
     healthy = {name: score for name, score in scores.items() if name not in out and name not in cooling}
@@ -61,6 +62,7 @@ def decide(
         sensitive=sensitive,
         fallback_used=fallback_used,
         kept=stays and not fallback_used,
+        cache_hit=cache_hit,
     )
 
 
@@ -89,7 +91,7 @@ def make_gate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, Command[Any]
             "selected": decision["selected"],
             "scores": decision["scores"],
             "kept": int(decision["kept"]),
-            "cache_hit": 0,
+            "cache_hit": int(decision["cache_hit"]),
         }
         mix.record("run", run, row | chosen | {"status": "running"})
         update: dict[str, Any] = {

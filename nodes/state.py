@@ -83,6 +83,8 @@ class GateDecision(TypedDict):
     fallback_used: bool
     kept: bool
     """Whether a thread's earlier model was kept (conversation-aware routing)."""
+    cache_hit: bool
+    """Whether the scores came from the routing cache."""
 
 
 class ProposeTask(TypedDict):
