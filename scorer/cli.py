@@ -1,4 +1,4 @@
-"""Command-line wiring of the scorer: `moai bench routing`, `moai scorer train`, `moai scorer add-model`.
+"""Command-line wiring of the scorer: `moai bench routing`, `moai scorer train|add-model|universe`.
 
 `add_parsers(sub)` registers the commands on the `moai` parser's subparsers; each leaf sets `func`, which
 takes the parsed arguments and returns an exit code (0 ok, 2 bad input with a one-line reason).
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parsers", "bench_routing", "scorer_add_model", "scorer_train"]
+__all__ = ["add_parsers", "bench_routing", "scorer_add_model", "scorer_train", "scorer_universe"]
 
 
 def _encoder(name: str, truncate: str) -> Any:
@@ -209,6 +209,39 @@ def scorer_add_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def scorer_universe(args: argparse.Namespace) -> int:
+    """Run `moai scorer universe`: choose the most complementary models greedily; print them in order."""
+    import numpy as np
+
+    from scorer.data import load
+    from scorer.universe import greedy_universe
+
+    try:
+        data = load(args.data)
+        picks = greedy_universe(
+            data.scores,
+            data.models,
+            args.size,
+            costs=data.costs if data.has_costs else None,
+            cost_weight=args.cost_weight,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    oracle = float(np.where(np.isfinite(data.scores), data.scores, 0.0).max(axis=1).mean())
+    weight = f", cost weight {args.cost_weight:g}" if args.cost_weight else ""
+    print(f"universe of {args.size} from {len(data.models)} models ({len(data)} queries{weight}):")
+    width = max(len(p.model) for p in picks)
+    for rank, pick in enumerate(picks, start=1):
+        cost = f"  ${pick.cost:.6f}/query" if pick.cost is not None else ""
+        print(
+            f"{rank:>3}. {pick.model:<{width}}  adds {pick.gain:+.4f}  coverage {pick.coverage:.4f}  "
+            f"best-of-set quality {pick.quality:.4f}{cost}"
+        )
+    print(f"all {len(data.models)} models: best-of-set quality {oracle:.4f}")
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     from scorer.encoder import DEFAULT_ENCODER
 
@@ -228,7 +261,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Register `bench routing` and `scorer train|add-model` on the `moai` parser's subparsers."""
+    """Register `bench routing` and `scorer train|add-model|universe` on the `moai` parser's subparsers."""
     from scorer.registry import LEARNED, METHODS
 
     bench = sub.add_parser("bench", help="benchmarks")
@@ -266,3 +299,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and of training (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=scorer_add_model)
+
+    p = scorer_sub.add_parser("universe", help="choose the M most complementary models of a pool (greedy coverage)")
+    p.add_argument("--data", nargs="+", required=True, metavar="FILE", help="routing JSONL(.gz) files")
+    p.add_argument("--size", type=int, required=True, metavar="M", help="how many models to choose")
+    p.add_argument(
+        "--cost-weight",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="quality points one dearest-model's mean cost is worth (default 0: quality alone)",
+    )
+    p.set_defaults(func=scorer_universe)
