@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from moai.api import load_mix
 
-__all__ = ["cascade", "chain", "moa", "panel", "refine", "route", "routemoa"]
+__all__ = ["ab", "cascade", "chain", "moa", "panel", "refine", "route", "routemoa"]
 
+ab = load_mix("ab")
 cascade = load_mix("cascade")
 chain = load_mix("chain")
 moa = load_mix("moa")

@@ -22,10 +22,10 @@ from nodes.propose import make_propose
 from nodes.state import MixInput, MixOutput, MixState
 from nodes.stop import make_next_layer
 
-__all__ = ["build_graph"]
+__all__ = ["build_graph", "sync_and_async"]
 
 
-def _sync_and_async(afunc: Callable[..., Awaitable[Any]]) -> RunnableCallable:
+def sync_and_async(afunc: Callable[..., Awaitable[Any]]) -> RunnableCallable:
     """Let an async node run under `invoke` too (LangGraph's prebuilt agents pair func and afunc likewise).
 
     Sync invocation runs each node task in a worker thread, where a fresh event loop is free to use.
@@ -58,21 +58,21 @@ def build_graph(
     propose_steps = {step.name for step in spec.steps if isinstance(step, ProposeStep)}
     builder = StateGraph(MixState, context_schema=MixContext, input_schema=MixInput, output_schema=MixOutput)
 
-    builder.add_node("gate", _sync_and_async(make_gate(mix)), destinations=(spec.steps[0].name,))
+    builder.add_node("gate", sync_and_async(make_gate(mix)), destinations=(spec.steps[0].name,))
     for step in spec.steps:
         target = successors[step.name]
         if isinstance(step, ProposeStep):
-            builder.add_node(step.name, _sync_and_async(make_propose(mix, step)))
+            builder.add_node(step.name, sync_and_async(make_propose(mix, step)))
             if target in propose_steps:
                 join = f"before_{target}"
-                builder.add_node(join, _sync_and_async(make_next_layer(mix, target)), destinations=(target,))
+                builder.add_node(join, sync_and_async(make_next_layer(mix, target)), destinations=(target,))
                 target = join
             builder.add_edge(step.name, target)
         else:
             assert isinstance(step, JudgeStep)
             exits = tuple(dict.fromkeys(t for t in (target, step.otherwise) if t is not None))
-            builder.add_node(step.name, _sync_and_async(make_judge(mix, step)), destinations=exits)
-    builder.add_node("aggregate", _sync_and_async(make_aggregate(mix)))
+            builder.add_node(step.name, sync_and_async(make_judge(mix, step)), destinations=exits)
+    builder.add_node("aggregate", sync_and_async(make_aggregate(mix)))
     builder.add_edge(START, "gate")
     builder.add_edge("aggregate", END)
     return builder

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from mix_instructions.errors import MixError
-from mix_instructions.load import bundled_mixes, json_schema, load_spec, resolve_path
-from mix_instructions.schema import MixSpec
+from mix_instructions.load import bundled_mixes, json_schema, load_any, load_spec, resolve_path
+from mix_instructions.schema import MixSpec, SplitSpec
 
-__all__ = ["MixError", "MixSpec", "bundled_mixes", "json_schema", "load_spec", "resolve_path"]
+__all__ = [
+    "MixError",
+    "MixSpec",
+    "SplitSpec",
+    "bundled_mixes",
+    "json_schema",
+    "load_any",
+    "load_spec",
+    "resolve_path",
+]

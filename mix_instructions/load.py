@@ -8,16 +8,18 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from mix_instructions._check import check_mix
 from mix_instructions.errors import MixError
-from mix_instructions.schema import JudgeStep, MixSpec, ModelSpec, Proposer, ProposeStep
+from mix_instructions.schema import Arm, JudgeStep, MixSpec, ModelSpec, Proposer, ProposeStep, Split, SplitSpec
 
-__all__ = ["BUNDLED_DIR", "bundled_mixes", "json_schema", "load_spec", "resolve_path"]
+__all__ = ["BUNDLED_DIR", "bundled_mixes", "json_schema", "load_any", "load_spec", "resolve_path"]
+
+_Spec = TypeVar("_Spec", MixSpec, SplitSpec)
 
 BUNDLED_DIR = Path(__file__).parent
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -51,8 +53,21 @@ def load_spec(path_or_name: str | os.PathLike[str], overrides: Sequence[str | os
             that points the pool at your own endpoints, without editing the mix.
 
     Raises:
-        MixError: A file is missing, unparsable or invalid; the message names the file and the field.
+        MixError: A file is missing, unparsable or invalid (or an A/B split, not a mix); the message
+            names the file and the field.
     """
+    spec = load_any(path_or_name, overrides)
+    if isinstance(spec, SplitSpec):
+        raise MixError(
+            str(resolve_path(path_or_name)), "split", "an A/B split of mixes, not a mix: load it with load_mix"
+        )
+    return spec
+
+
+def load_any(
+    path_or_name: str | os.PathLike[str], overrides: Sequence[str | os.PathLike[str]] = ()
+) -> MixSpec | SplitSpec:
+    """Read a mix file or an A/B split file (one with a top-level `split:`); see `load_spec`."""
     path = resolve_path(path_or_name)
     data = _read(path)
     sources = [str(path)]
@@ -62,7 +77,10 @@ def load_spec(path_or_name: str | os.PathLike[str], overrides: Sequence[str | os
             raise MixError(str(override), "", f"an override is a mapping of fields, not {type(extra).__name__}")
         data = _merge(data, extra)
         sources.append(str(override))
-    return parse_spec(data, " + ".join(sources))
+    source = " + ".join(sources)
+    if isinstance(data, Mapping) and "split" in data:
+        return _validate(SplitSpec, data, source)
+    return parse_spec(data, source)
 
 
 def _read(path: Path) -> Any:
@@ -85,20 +103,24 @@ def _merge(base: Any, extra: Mapping[str, Any]) -> Any:
 
 def parse_spec(data: Any, source: str = "<mix>") -> MixSpec:
     """Validate already-parsed mix data (a mapping); `source` names it in errors."""
-    if not isinstance(data, Mapping):
-        raise MixError(source, "", f"a mix is a mapping of fields, not {type(data).__name__}")
-    _check_secrets(data, source)
-    try:
-        spec = MixSpec.model_validate(_expand(data))
-    except ValidationError as err:
-        raise _mix_error(err, source) from None
+    spec = _validate(MixSpec, data, source)
     check_mix(spec, source)
     return spec
 
 
+def _validate(model: type[_Spec], data: Any, source: str) -> _Spec:
+    if not isinstance(data, Mapping):
+        raise MixError(source, "", f"a mix is a mapping of fields, not {type(data).__name__}")
+    _check_secrets(data, source)
+    try:
+        return model.model_validate(_expand(data))
+    except ValidationError as err:
+        raise _mix_error(err, source, model) from None
+
+
 def json_schema() -> dict[str, Any]:
-    """Return the JSON Schema of mix files, for editors."""
-    schema = MixSpec.model_json_schema(by_alias=True)
+    """Return the JSON Schema of mix files (and of A/B split files), for editors."""
+    schema = TypeAdapter(MixSpec | SplitSpec).json_schema(by_alias=True)  # type: ignore[arg-type]
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Mixture-of-AI mix instruction"
     return schema
@@ -125,7 +147,7 @@ def _expand(value: Any) -> Any:
     return value
 
 
-def _mix_error(err: ValidationError, source: str) -> MixError:
+def _mix_error(err: ValidationError, source: str, root: type[BaseModel]) -> MixError:
     errors = err.errors()
     # Report the first mistake, preferring an unknown field (a misspelt key also shows up as a missing
     # one); among the alternatives a union reports for that same place, the deepest says what was meant.
@@ -134,7 +156,7 @@ def _mix_error(err: ValidationError, source: str) -> MixError:
     first = max((e for e in pool if _visible(e["loc"])[:2] == head), key=lambda e: len(e["loc"]))
     loc = [str(part) for part in first["loc"]]
     if first["type"] == "extra_forbidden":
-        valid = _fields_at(loc[:-1])
+        valid = _fields_at(root, loc[:-1])
         guess = difflib.get_close_matches(loc[-1], valid, n=1)
         message = f"unknown field '{loc[-1]}'" + (f" (did you mean '{guess[0]}'?)" if guess else "")
         message += f"; valid fields: {', '.join(valid)}"
@@ -159,14 +181,18 @@ _UNION_LABELS: dict[str, type[BaseModel]] = {"propose": ProposeStep, "judge": Ju
 """Labels pydantic puts into an error's location for the member of a union it tried."""
 
 
+_KEYED: dict[tuple[type[BaseModel], str], type[BaseModel]] = {(MixSpec, "models"): ModelSpec, (Split, "arms"): Arm}
+"""Fields that map names the user chose to models of a schema."""
+
+
 def _visible(loc: tuple[int | str, ...]) -> list[str]:
     """Return an error's location as the file spells it, without pydantic's union labels."""
     return [str(part) for part in loc if str(part) not in _UNION_LABELS and "[" not in str(part)]
 
 
-def _fields_at(loc: list[str]) -> list[str]:
-    """Return the field names valid at a location of the mix schema."""
-    model: type[BaseModel] = MixSpec
+def _fields_at(root: type[BaseModel], loc: list[str]) -> list[str]:
+    """Return the field names valid at a location of a mix (or split) schema."""
+    model = root
     parts = iter(loc)
     for part in parts:
         if part in _UNION_LABELS:
@@ -175,9 +201,9 @@ def _fields_at(loc: list[str]) -> list[str]:
         field = model.model_fields.get(part)
         if field is None:
             continue  # a list index or another union label
-        if model is MixSpec and part == "models":
-            model = ModelSpec
-            next(parts, None)  # the model's name, which may collide with a field name
+        if (model, part) in _KEYED:
+            model = _KEYED[model, part]
+            next(parts, None)  # the entry's name, which may collide with a field name
         elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             model = field.annotation
     return sorted(f.alias or name for name, f in model.model_fields.items())

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
     "AggregateSpec",
+    "Arm",
     "Circuit",
     "Constraints",
     "GateSpec",
@@ -20,6 +21,8 @@ __all__ = [
     "Proposer",
     "RoutingCache",
     "SensitiveRule",
+    "Split",
+    "SplitSpec",
     "Step",
     "StopWhen",
 ]
@@ -251,3 +254,36 @@ class MixSpec(_Strict):
     steps: list[Step] = Field(description="The steps, in order; 'next' and 'otherwise' make other edges.")
     aggregate: AggregateSpec = Field(default=AggregateSpec(), description="How the answer is made.")
     circuit: Circuit = Field(default=Circuit(), description="When a failing model is put in cooldown.")
+
+
+class Arm(_Strict):
+    """One arm of an A/B split: a mix, or one model of a mix's pool."""
+
+    mix: str = Field(description="A mix file (relative to this file) or the name of a bundled mix.")
+    model: str | None = Field(
+        None, description="Pin the gate of that mix to this model of its pool (an A/B test of two models)."
+    )
+    weight: float = Field(1.0, gt=0, description="Share of the traffic, relative to the other arms' weights.")
+
+
+class Split(_Strict):
+    """How traffic is divided between the arms."""
+
+    by: Literal["thread", "user"] = Field(
+        "thread",
+        description="What assigns a run to an arm, the same way every time: the thread id (configurable "
+        "'thread_id') or the user id (context 'user_id' or configurable 'user_id'). A run with neither "
+        "is assigned by its query's text.",
+    )
+    arms: dict[Annotated[str, StringConstraints(pattern=_NAME)], Arm] = Field(
+        min_length=2,
+        description="The arms, keyed by a name (letters, digits, '_' and '-') that labels their usage rows.",
+    )
+
+
+class SplitSpec(_Strict):
+    """An A/B split: traffic divided by weight between mixes (or models), each thread always in one arm."""
+
+    name: str = Field(pattern=_NAME, description="Name of the split: letters, digits, '_' and '-'.")
+    description: str = Field("", description="What the split compares, in a sentence.")
+    split: Split = Field(description="The arms and what assigns a run to one.")

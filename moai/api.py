@@ -10,25 +10,26 @@ from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from graphs.compile import build_graph
-from mix_instructions import MixSpec, load_spec, resolve_path
+from graphs.split import build_split
+from mix_instructions import MixSpec, SplitSpec, load_any, resolve_path
 
 __all__ = ["build_mix", "load_mix"]
 
 
 def build_mix(
-    spec: MixSpec | str | os.PathLike[str],
+    spec: MixSpec | SplitSpec | str | os.PathLike[str],
     overrides: Sequence[str | os.PathLike[str]] = (),
     *,
     usage_db: str | os.PathLike[str] | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
-    """Return the uncompiled graph of a mix (a MixSpec, a file, or a bundled mix's name).
+    """Return the uncompiled graph of a mix or an A/B split (a spec, a file, or a bundled mix's name).
 
     Compile it with the checkpointer of your choice: `build_mix("moa").compile(checkpointer=...)`.
     `overrides` are files merged over the mix (see `load_spec`); `usage_db` as for `load_mix`.
     """
-    if isinstance(spec, MixSpec):
-        return build_graph(spec, usage_db=usage_db)
-    return build_graph(load_spec(spec, overrides), str(resolve_path(spec)), usage_db)
+    if isinstance(spec, MixSpec | SplitSpec):
+        return _build(spec, "<mix>", usage_db)
+    return _build(load_any(spec, overrides), str(resolve_path(spec)), usage_db)
 
 
 def load_mix(
@@ -41,12 +42,20 @@ def load_mix(
     """Return a mix compiled into a runnable graph (a LangChain `Runnable`).
 
     Args:
-        path_or_name: A mix file, or the name of a bundled mix such as `"routemoa"`.
+        path_or_name: A mix file or an A/B split file, or the name of a bundled one such as `"routemoa"`.
         overrides: Files merged over the mix, e.g. a `models:` section pointing at your endpoints.
         usage_db: Where every model call is recorded: a SQLite file or a `postgresql://` URL; `"off"`
             records nothing. Default: `~/.local/share/moai/usage.db`. `$MOAI_USAGE_DB` overrides it.
         **compile_kwargs: Passed to `StateGraph.compile`, e.g. `checkpointer=`.
     """
-    spec = load_spec(path_or_name, overrides)
-    graph = build_graph(spec, str(resolve_path(path_or_name)), usage_db)
+    spec = load_any(path_or_name, overrides)
+    graph = _build(spec, str(resolve_path(path_or_name)), usage_db)
     return graph.compile(name=spec.name, **compile_kwargs)
+
+
+def _build(
+    spec: MixSpec | SplitSpec, source: str, usage_db: str | os.PathLike[str] | None
+) -> StateGraph[Any, Any, Any, Any]:
+    if isinstance(spec, SplitSpec):
+        return build_split(spec, source, usage_db)
+    return build_graph(spec, source, usage_db)

@@ -19,19 +19,22 @@ __all__ = ["main"]
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from graphs.compile import build_graph
-    from mix_instructions import MixError, load_spec, resolve_path
+    from mix_instructions import MixError, MixSpec, load_any
+    from moai.api import build_mix
 
     failed = 0
     for path in args.paths:
         try:
-            spec = load_spec(path)
-            build_graph(spec, str(resolve_path(path)))
+            spec = load_any(path)
+            build_mix(path)
         except MixError as err:
             print(f"error: {err}", file=sys.stderr)
             failed += 1
             continue
-        print(f"ok: {path} ({spec.name}: {len(spec.models)} models, {len(spec.steps)} steps)")
+        if isinstance(spec, MixSpec):
+            print(f"ok: {path} ({spec.name}: {len(spec.models)} models, {len(spec.steps)} steps)")
+        else:
+            print(f"ok: {path} ({spec.name}: A/B split of {', '.join(spec.split.arms)} by {spec.split.by})")
     return 2 if failed else 0
 
 
@@ -130,10 +133,10 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from mix_instructions import bundled_mixes, load_spec
+    from mix_instructions import bundled_mixes, load_any
 
     for name in bundled_mixes():
-        print(f"{name:10} {load_spec(name).description}")
+        print(f"{name:10} {load_any(name).description}")
     return 0
 
 
@@ -197,6 +200,9 @@ def _parser() -> argparse.ArgumentParser:
     from scorer.cli import add_parsers
 
     add_parsers(sub)  # `moai scorer train|add-model` and `moai bench routing`
+    from moai.usage.cli import add_parsers as add_usage_parsers
+
+    add_usage_parsers(sub)  # `moai usage report|export` and `moai feedback`
     p = sub.add_parser("list", help="list the bundled mixes")
     p.set_defaults(func=_list)
     p = sub.add_parser("schema", help="print the JSON Schema of mix files")

@@ -47,9 +47,9 @@ def decide(
         reasons = "; ".join(f"{name}: {why}" for name, why in out.items())
         raise MixRunError(f"mix '{mix.spec.name}': no model may answer this query ({reasons})")
     ranking = rank(allowed, mix.spec.models, gate.order, gate.objective.alpha)
-    stays = gate.sticky is not None and kept in allowed and allowed[kept] >= gate.sticky
-    if stays:
-        ranking = [kept, *(name for name in ranking if name != kept)]
+    stays = False
+    if kept is not None and gate.sticky is not None and allowed.get(kept, -1.0) >= gate.sticky:
+        ranking, stays = [kept, *(name for name in ranking if name != kept)], True
     selected = ranking[: top_k or gate.top_k]
     fallback_used = False
     if allowed[selected[0]] < gate.min_confidence and gate.fallback is not None and gate.fallback not in out:
