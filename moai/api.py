@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from langgraph.graph import StateGraph
@@ -13,7 +14,14 @@ from graphs.compile import build_graph
 from graphs.split import build_split
 from mix_instructions import MixSpec, SplitSpec, load_any, resolve_path
 
-__all__ = ["build_mix", "load_mix"]
+__all__ = ["build_mix", "load_mix", "threads_db"]
+
+
+def threads_db() -> Path:
+    """Return the SQLite file the CLI keeps conversations in: $MOAI_THREADS_DB, else beside the usage database."""
+    from moai.usage import default_db
+
+    return Path(os.environ.get("MOAI_THREADS_DB") or default_db().with_name("threads.db"))
 
 
 def build_mix(

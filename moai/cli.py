@@ -39,16 +39,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from moai.api import load_mix
-    from nodes.context import MixContext
-
-    graph = load_mix(args.mix, args.override)
-    context = MixContext(budget_usd=args.budget, top_k=args.top_k)
-    state: dict[str, Any] = {"query": args.query, "sensitive": args.sensitive}
-    if args.stream:
-        result = asyncio.run(_stream(graph, state, context))
-    else:
-        result = asyncio.run(graph.ainvoke(state, context=context))
+    result = asyncio.run(_answer(args))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -59,13 +50,35 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _stream(graph: Any, state: dict[str, Any], context: Any) -> dict[str, Any]:
+async def _answer(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the mix once; with `--thread`, in a conversation kept in the SQLite checkpointer."""
+    from moai.api import load_mix, threads_db
+    from nodes.context import MixContext
+
+    context = MixContext(budget_usd=args.budget, top_k=args.top_k, user_id=args.user)
+    state: dict[str, Any] = {"query": args.query, "sensitive": args.sensitive}
+    if args.thread is None:
+        graph = load_mix(args.mix, args.override)
+        return await (_stream(graph, state, context, {}) if args.stream else graph.ainvoke(state, context=context))
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path = threads_db()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {"configurable": {"thread_id": args.thread}}
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        graph = load_mix(args.mix, args.override, checkpointer=saver)
+        if args.stream:
+            return await _stream(graph, state, context, config)
+        return dict(await graph.ainvoke(state, config, context=context))
+
+
+async def _stream(graph: Any, state: dict[str, Any], context: Any, config: dict[str, Any]) -> dict[str, Any]:
     """Print the aggregator's tokens as they come (or the final answer when no model writes it)."""
     from langchain_core.messages import AIMessageChunk
 
     result: dict[str, Any] = {}
     printed = False
-    async for mode, chunk in graph.astream(state, context=context, stream_mode=["messages", "values"]):
+    async for mode, chunk in graph.astream(state, config, context=context, stream_mode=["messages", "values"]):
         if mode == "messages":
             message, meta = chunk
             # Only the aggregator's streamed tokens: whole messages here are the state's history.
@@ -177,6 +190,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=None, help="most US dollars to spend (overrides the mix)")
     p.add_argument("--top-k", type=int, default=None, help="how many models the gate picks (overrides the mix)")
     p.add_argument("--stream", action="store_true", help="print the final answer token by token")
+    p.add_argument("--thread", default=None, help="continue this conversation (kept in ~/.local/share/moai/threads.db)")
+    p.add_argument("--user", default=None, help="who asks (recorded; an A/B split by user keys on it)")
     p.add_argument(
         "--override", action="append", default=[], metavar="FILE", help="merge this file over the mix (repeatable)"
     )

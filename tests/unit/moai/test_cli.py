@@ -26,6 +26,20 @@ def fake_mix(tmp_path: Path) -> Path:
     return path
 
 
+def test_run_with_a_thread_continues_the_conversation_in_sqlite(
+    fake_mix: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MOAI_THREADS_DB", str(tmp_path / "threads.db"))
+    runs = []
+    for query in ("first question", "second question"):
+        assert main(["run", str(fake_mix), query, "--thread", "t1", "--json"]) == 0
+        runs.append(json.loads(capsys.readouterr().out))
+    assert runs[0]["run"]["thread_id"] == "t1" and runs[0]["run"]["run_id"] != runs[1]["run"]["run_id"]
+    # The second turn's prompt carries the first question and answer: 2 + 1 words more.
+    assert runs[1]["calls"][0]["tokens_in"] == runs[0]["calls"][0]["tokens_in"] + 3
+    assert (tmp_path / "threads.db").is_file()
+
+
 def test_run_prints_the_answer_then_models_tokens_cost_and_path(
     fake_mix: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -42,7 +42,8 @@ def scorer(monkeypatch: pytest.MonkeyPatch) -> KnnPredictor:
 
 def _route(**gate: Any) -> MixSpec:
     spec = fake_bundled("route", {"smol": ["smol: {query}"], "gemma": ["gemma: {query}"]})
-    return spec.model_copy(update={"gate": spec.gate.model_copy(update=gate)})
+    plain = {"sticky": None, "cache": None}  # the bundled route keeps threads and caches: start from neither
+    return spec.model_copy(update={"gate": spec.gate.model_copy(update=plain | gate)})
 
 
 def _turns(spec: MixSpec, *queries: str) -> list[dict[str, Any]]:
