@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MixError", "MixRunError", "MixSpec", "build_mix", "load_mix"]
+__all__ = ["MixError", "MixRunError", "MixSpec", "MixtureChatModel", "build_mix", "load_mix"]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,6 +18,10 @@ def __getattr__(name: str) -> Any:
         import mix_instructions
 
         return getattr(mix_instructions, name)
+    if name == "MixtureChatModel":
+        from moai.chat_model import MixtureChatModel
+
+        return MixtureChatModel
     if name == "MixRunError":
         from nodes._runtime import MixRunError
 

@@ -1,0 +1,536 @@
+"""A mix as a LangChain chat model: drop it in where an app used `ChatOpenAI`.
+
+`MixtureChatModel(mix="routemoa")` answers a conversation with the whole mix (gate, proposers, judges,
+aggregator). It works with `invoke`, `ainvoke`, `batch`, `stream` (the aggregator's tokens), in LCEL
+chains, and as the model of a LangGraph agent that calls no tools.
+
+How messages map onto the mix's input:
+
+- The last `HumanMessage` is the query; the Human and AI messages before it are the `history`.
+- Every `SystemMessage`'s text, in order, is put before the query (separated by a blank line). A mix
+  has its own system prompts, and its judges see only the query, not the history: prefixed to the
+  query, a chain's instructions reach every model of the mix, and every provider (some chat templates
+  accept one system message only, and only first). The gate then routes on the instructions too.
+- Tools are not supported: a mix answers in text. `bind_tools` (and so `with_structured_output`) raises
+  `NotImplementedError`, and so does a conversation with tool calls or `ToolMessage`s in it. `stop`
+  sequences are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import queue
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    BaseCallbackHandler,
+    BaseCallbackManager,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+    Callbacks,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    AnyMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.runnables.config import var_child_runnable_config
+from langchain_core.tools import BaseTool
+from langchain_core.tracers._streaming import _StreamingCallbackHandler, _V2StreamingCallbackHandler
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StreamMode
+from pydantic import PrivateAttr
+from typing_extensions import TypedDict
+
+from mix_instructions import MixSpec
+from moai.api import build_mix, load_mix
+from nodes.context import MixContext
+from nodes.state import Call, GateDecision, MixInput
+
+__all__ = ["MixtureChatModel"]
+
+_T = TypeVar("_T")
+_Event = tuple[tuple[str, ...], str, Any]
+"""What the mix's graph streams with `subgraphs=True`: namespace, mode, and the mode's part."""
+_MODES: list[StreamMode] = ["values", "updates"]
+
+_RUN = "moai_run"
+"""The keyword argument that carries a call's run id and thread from `invoke`/`stream` to `_generate`/`_stream`.
+
+LangChain hands `_stream` no run manager, hence no run id, so the public methods fix the run id first.
+"""
+
+
+class _Run(TypedDict):
+    """What a call's run takes from its config."""
+
+    run_id: str
+    thread_id: str | None
+    user_id: str | None
+
+
+_NO_TOOLS = (
+    "a mix answers in text: MixtureChatModel cannot call tools or return structured output through tool "
+    "calls. Use it where a model answers in words (a chain, an agent without tools), and parse its text "
+    "with an output parser if you need structure."
+)
+
+
+class MixtureChatModel(BaseChatModel):
+    """A mix of models behind LangChain's chat model interface.
+
+    The reply's `usage_metadata` sums the tokens of every model call of the run; its
+    `response_metadata` holds `mix`, `model_name`, `run_id` (for `moai.usage.record_feedback`),
+    `thread_id`, `models_used`, the gate's `selected` and `scores`, `cost_usd`, `trace` and `calls`.
+    A run's id is LangChain's run id, so LangSmith traces and the usage rows share it; a
+    `configurable.thread_id` (and `user_id`) in the config is recorded with the run.
+
+    Example:
+        ```python
+        from langchain_core.output_parsers import StrOutputParser
+        from langchain_core.prompts import ChatPromptTemplate
+        from moai import MixtureChatModel
+
+        model = MixtureChatModel(mix="routemoa", budget_usd=0.01)
+        prompt = ChatPromptTemplate.from_messages([("system", "Answer briefly."), ("human", "{question}")])
+        chain = prompt | model | StrOutputParser()
+        chain.invoke({"question": "What is the capital of France?"})
+        ```
+
+    Raises:
+        MixRunError: (from `invoke` and the like) No model of the mix answered.
+        NotImplementedError: Tools were bound or the conversation holds tool calls.
+    """
+
+    mix: MixSpec | Path | str
+    """A bundled mix's name, a mix file, or a `MixSpec`."""
+    overrides: Sequence[str | Path] = ()
+    """Files merged over the mix (see `moai.load_mix`); ignored when `mix` is a `MixSpec`."""
+    budget_usd: float | None = None
+    """Most US dollars one answer may spend; overrides the mix's budget."""
+    top_k: int | None = None
+    """How many models the gate selects; overrides the mix's `top_k`."""
+    usage_db: str | Path | None = None
+    """Where model calls are recorded (see `moai.load_mix`); `"off"` records nothing."""
+    sensitive: bool = False
+    """Keep every query within the mix's private tiers."""
+
+    _graph: CompiledStateGraph[Any, Any, Any, Any] = PrivateAttr()
+    _parents: dict[str, Callbacks] = PrivateAttr(default_factory=dict)
+    """The callbacks of each call under way, by run id."""
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Compile the mix once; every call reuses the graph."""
+        super().model_post_init(context)
+        # No checkpointer: a chat model is stateless, its caller keeps the conversation.
+        if isinstance(self.mix, MixSpec):
+            self._graph = build_mix(self.mix, usage_db=self.usage_db).compile(name=self.mix.name, checkpointer=False)
+        else:
+            self._graph = load_mix(self.mix, self.overrides, usage_db=self.usage_db, checkpointer=False)
+
+    @property
+    def _llm_type(self) -> str:
+        return "moai-mixture"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "mix": self._graph.name,
+            "budget_usd": self.budget_usd,
+            "top_k": self.top_k,
+            "sensitive": self.sensitive,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        return LangSmithParams(ls_provider="moai", ls_model_name=self._graph.name, ls_model_type="chat")
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Refuse: a mix answers in text.
+
+        Raises:
+            NotImplementedError: Always.
+        """
+        raise NotImplementedError(_NO_TOOLS)
+
+    # The public entry points fix the run id before LangChain opens the run, and pass it on with the
+    # thread, so that the mix's run and LangChain's share an id whichever path LangChain takes.
+
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """Answer with the mix (see `BaseChatModel.invoke`)."""
+        config, run = self._begin(config)
+        try:
+            return super().invoke(input, config, stop=stop, **{_RUN: run, **kwargs})
+        finally:
+            self._parents.pop(run["run_id"], None)
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """Answer with the mix (see `BaseChatModel.ainvoke`)."""
+        config, run = self._begin(config)
+        try:
+            return await super().ainvoke(input, config, stop=stop, **{_RUN: run, **kwargs})
+        finally:
+            self._parents.pop(run["run_id"], None)
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        """Stream the final answer's tokens; the last chunk carries usage and metadata."""
+        config, run = self._begin(config)
+        try:
+            yield from super().stream(input, config, stop=stop, **{_RUN: run, **kwargs})
+        finally:
+            self._parents.pop(run["run_id"], None)
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Stream the final answer's tokens; the last chunk carries usage and metadata."""
+        config, run = self._begin(config)
+        try:
+            async for chunk in super().astream(input, config, stop=stop, **{_RUN: run, **kwargs}):
+                yield chunk
+        finally:
+            self._parents.pop(run["run_id"], None)
+
+    def _begin(self, config: RunnableConfig | None) -> tuple[RunnableConfig, _Run]:
+        """Fix a call's run id in its config; return the config and what `_prepare` will need of it.
+
+        LangChain opens the run with this id, but hands `_stream` neither it nor a run manager: the
+        id and thread go on as a keyword argument, the callbacks (not a value to trace) in `_parents`.
+        """
+        config = ensure_config(config)
+        config["run_id"] = run_id = config.get("run_id") or uuid.uuid4()
+        configurable = config.get("configurable", {})
+        run = _Run(run_id=str(run_id), thread_id=configurable.get("thread_id"), user_id=configurable.get("user_id"))
+        self._parents[str(run_id)] = config.get("callbacks")
+        return config, run
+
+    # What LangChain calls.
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        outcome = _Outcome()
+        for event in _apart(self._run(messages, run_manager, kwargs, streaming=False)):
+            outcome.take(event)
+        return ChatResult(generations=[ChatGeneration(message=outcome.reply())])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        outcome = _Outcome()
+        async for event in _aapart(self._arun(messages, run_manager, kwargs, streaming=False)):
+            outcome.take(event)
+        return ChatResult(generations=[ChatGeneration(message=outcome.reply())])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        outcome = _Outcome()
+        for event in _apart(self._run(messages, run_manager, kwargs, streaming=True)):
+            if (token := outcome.take(event)) is not None:
+                yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+        yield ChatGenerationChunk(message=outcome.reply(last=True))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        outcome = _Outcome()
+        async for event in _aapart(self._arun(messages, run_manager, kwargs, streaming=True)):
+            if (token := outcome.take(event)) is not None:
+                yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+        yield ChatGenerationChunk(message=outcome.reply(last=True))
+
+    # Helpers.
+
+    def _run(
+        self,
+        messages: list[BaseMessage],
+        run_manager: CallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+        *,
+        streaming: bool,
+    ) -> Callable[[], Iterator[_Event]]:
+        """Return what starts the mix's run on a conversation, with the graph's sync API.
+
+        Not `asyncio.run` around the async API: that fails under a running event loop (a notebook cell).
+        """
+        state, config, context = self._prepare(messages, run_manager, kwargs)
+        modes = _MODES + (["messages"] if streaming else [])
+        return lambda: cast(
+            "Iterator[_Event]",
+            self._graph.stream(state, config, context=context, stream_mode=modes, subgraphs=True),
+        )
+
+    def _arun(
+        self,
+        messages: list[BaseMessage],
+        run_manager: AsyncCallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+        *,
+        streaming: bool,
+    ) -> Callable[[], AsyncIterator[_Event]]:
+        """Return what starts the mix's run on a conversation, with the graph's async API."""
+        state, config, context = self._prepare(messages, run_manager, kwargs)
+        modes = _MODES + (["messages"] if streaming else [])
+        return lambda: cast(
+            "AsyncIterator[_Event]",
+            self._graph.astream(state, config, context=context, stream_mode=modes, subgraphs=True),
+        )
+
+    def _prepare(
+        self,
+        messages: list[BaseMessage],
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[MixInput, RunnableConfig, MixContext]:
+        """Return the mix's input, the config and the context of one run."""
+        query, history = _split(messages)
+        run: _Run | None = kwargs.get(_RUN)
+        if run is None:  # called through `generate`, not the methods above
+            run = _Run(run_id=str(run_manager.run_id if run_manager else uuid.uuid4()), thread_id=None, user_id=None)
+        run_id = run["run_id"]
+        ids = {"thread_id": run["thread_id"], "user_id": run["user_id"]}
+        config = RunnableConfig(configurable={key: value for key, value in ids.items() if value})
+        # The mix's runs nest under the chat model's run: a trace shows the mix inside it. But the caller's
+        # streaming handlers are left out: a graph's `messages` stream or `astream_events` would otherwise
+        # show every proposer's tokens as if they were the answer's.
+        manager: BaseCallbackManager | None = None
+        if run_manager is not None:
+            manager = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
+            manager.set_handlers(run_manager.inheritable_handlers)
+            manager.add_tags(run_manager.inheritable_tags)
+            manager.add_metadata(run_manager.inheritable_metadata)
+        elif run_id in self._parents:
+            manager = CallbackManager.configure(self._parents[run_id])
+            manager.parent_run_id = uuid.UUID(run_id)
+        if manager is not None:
+            manager.handlers = [h for h in manager.handlers if not _streams(h)]
+            manager.inheritable_handlers = [h for h in manager.inheritable_handlers if not _streams(h)]
+            config["callbacks"] = manager
+        context = MixContext(budget_usd=self.budget_usd, top_k=self.top_k, run_id=run_id)
+        return MixInput(query=query, history=history, sensitive=self.sensitive), config, context
+
+
+def _apart(start: Callable[[], Iterator[_T]]) -> Iterator[_T]:
+    """Iterate over `start()` as a graph of its own, not a subgraph of the graph whose node calls the model.
+
+    LangGraph makes a graph run inside another's node its subgraph (the caller's namespace, checkpointer
+    and stream) from the ambient config: the mix runs in a context without one. In a thread that runs an
+    event loop (a notebook cell) it runs in a worker thread: each node of the mix starts an event loop.
+    """
+    context = contextvars.copy_context()
+    context.run(var_child_runnable_config.set, None)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        items = context.run(start)
+        try:
+            while True:
+                try:
+                    item = context.run(next, items)
+                except StopIteration:
+                    return
+                yield item
+        finally:
+            context.run(getattr(items, "close", lambda: None))
+    results: queue.Queue[tuple[bool, Any]] = queue.Queue()
+
+    def produce() -> None:
+        try:
+            for item in start():
+                results.put((True, item))
+        except BaseException as err:  # raised in the caller's thread
+            results.put((False, err))
+        else:
+            results.put((False, None))
+
+    worker = threading.Thread(target=context.run, args=(produce,), name="moai-chat-model", daemon=True)
+    worker.start()
+    while True:
+        more, item = results.get()
+        if not more:
+            worker.join()
+            if item is not None:
+                raise item
+            return
+        yield item
+
+
+async def _aapart(start: Callable[[], AsyncIterator[_T]]) -> AsyncIterator[_T]:
+    """Iterate over `start()` as a graph of its own (see `_apart`), in a task of its own context."""
+    context = contextvars.copy_context()
+    context.run(var_child_runnable_config.set, None)
+    results: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+
+    async def produce() -> None:
+        try:
+            async for item in start():
+                await results.put((True, item))
+        except BaseException as err:  # raised in the caller's task
+            await results.put((False, err))
+            if isinstance(err, asyncio.CancelledError):
+                raise
+        else:
+            await results.put((False, None))
+
+    producer = asyncio.create_task(produce(), context=context)
+    try:
+        while True:
+            more, item = await results.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        producer.cancel()
+        await asyncio.gather(producer, return_exceptions=True)
+
+
+def _streams(handler: BaseCallbackHandler) -> bool:
+    """Say whether a callback handler streams what it sees to someone (LangGraph's, astream_events')."""
+    return isinstance(handler, (_StreamingCallbackHandler, _V2StreamingCallbackHandler))
+
+
+class _Outcome:
+    """What a run of the mix streams, gathered into the reply: its final state and the gate's decision."""
+
+    def __init__(self) -> None:
+        self.final: dict[str, Any] = {}
+        self.gate: GateDecision | None = None
+        self.streamed = False
+
+    def take(self, event: _Event) -> str | None:
+        """Note one event of the run; return the text of a token of the answer, or None.
+
+        Whole messages in the `messages` stream are the state's history, and tokens of any other node
+        are the proposers' or judges': only the aggregate node's chunks are the answer. The gate's
+        decision is read from its update, since a mix's output leaves it out. With `subgraphs`, the
+        events of an A/B split's arm come too.
+        """
+        namespace, mode, part = event
+        if mode == "values" and not namespace:
+            self.final = part
+        elif mode == "updates" and isinstance(update := part.get("gate"), dict) and "gate" in update:
+            self.gate = update["gate"]
+        elif mode == "messages":
+            message, meta = part
+            if meta.get("langgraph_node") == "aggregate" and isinstance(message, AIMessageChunk) and message.text:
+                self.streamed = True
+                return message.text
+        return None
+
+    def reply(self, *, last: bool = False) -> AIMessage:
+        """Build the reply, or the last chunk of a stream (the answer if no token came before it)."""
+        final = self.final
+        calls: list[Call] = final["calls"]
+        tokens_in = sum(c["tokens_in"] for c in calls)
+        tokens_out = sum(c["tokens_out"] for c in calls)
+        usage = UsageMetadata(input_tokens=tokens_in, output_tokens=tokens_out, total_tokens=tokens_in + tokens_out)
+        gate = self.gate or final.get("gate") or {}
+        metadata = {
+            "mix": final["run"]["mix"],
+            "model_name": final["run"]["mix"],
+            "run_id": final["run"]["run_id"],
+            "thread_id": final["run"]["thread_id"],
+            "models_used": list(final["models_used"]),
+            "selected": list(gate.get("selected", [])),
+            "scores": dict(gate.get("scores", {})),
+            "cost_usd": sum(c["cost_usd"] for c in calls),
+            "trace": list(final["trace"]),
+            "calls": [dict(c) for c in calls],
+        }
+        if last:
+            text = "" if self.streamed else final["answer"]
+            return AIMessageChunk(content=text, usage_metadata=usage, response_metadata=metadata, chunk_position="last")
+        return AIMessage(content=final["answer"], usage_metadata=usage, response_metadata=metadata)
+
+
+def _split(messages: Sequence[BaseMessage]) -> tuple[str, list[AnyMessage]]:
+    """Return the query (system texts first) and the earlier turns of a conversation.
+
+    Raises:
+        NotImplementedError: The conversation holds tool calls or tool results.
+        ValueError: No human message, or a message other than a system one after the last.
+    """
+    for message in messages:
+        if isinstance(message, ToolMessage) or (isinstance(message, AIMessage) and message.tool_calls):
+            raise NotImplementedError(_NO_TOOLS)
+    last = next((i for i in range(len(messages) - 1, -1, -1) if isinstance(messages[i], HumanMessage)), None)
+    if last is None:
+        raise ValueError("MixtureChatModel needs a human message to answer; got none")
+    after = [m.type for m in messages[last + 1 :] if not isinstance(m, SystemMessage)]
+    if after:
+        raise ValueError(f"MixtureChatModel answers the last human message; it is followed by: {', '.join(after)}")
+    system = [m.text for m in messages if isinstance(m, SystemMessage) and m.text]
+    history: list[AnyMessage] = []
+    for message in messages[:last]:
+        if isinstance(message, HumanMessage):
+            history.append(HumanMessage(message.text))
+        elif isinstance(message, AIMessage):
+            history.append(AIMessage(message.text))
+        elif not isinstance(message, SystemMessage):
+            raise ValueError(f"MixtureChatModel takes system, human and AI messages; got {message.type}")
+    return "\n\n".join([*system, messages[last].text]), history
