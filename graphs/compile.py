@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import os
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from langgraph._internal._runnable import RunnableCallable
@@ -28,12 +30,22 @@ __all__ = ["build_graph", "sync_and_async"]
 def sync_and_async(afunc: Callable[..., Awaitable[Any]]) -> RunnableCallable:
     """Let an async node run under `invoke` too (LangGraph's prebuilt agents pair func and afunc likewise).
 
-    Sync invocation runs each node task in a worker thread, where a fresh event loop is free to use.
+    Under `invoke` the node's coroutine runs on a fresh event loop: in the calling thread, or, when that
+    thread already runs a loop (a notebook cell, an async app calling `invoke`), in a worker thread with
+    the caller's context (LangGraph's config lives in a context variable).
     """
 
     @functools.wraps(afunc)
     def func(*args: Any, **kwargs: Any) -> Any:
-        return asyncio.run(afunc(*args, **kwargs))  # type: ignore[arg-type]
+        def run() -> Any:
+            return asyncio.run(afunc(*args, **kwargs))  # type: ignore[arg-type]
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return run()
+        with ThreadPoolExecutor(1) as worker:
+            return worker.submit(contextvars.copy_context().run, run).result()
 
     return RunnableCallable(func, afunc, name=afunc.__name__)
 

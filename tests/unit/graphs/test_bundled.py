@@ -126,3 +126,10 @@ async def test_route_and_routemoa_gate_on_the_shipped_learned_scorer(name: str) 
     updates = [update async for update in graph.astream({"query": query}, stream_mode="updates")]
     assert updates[0]["gate"]["gate"]["scores"] == pytest.approx(expected)
     assert expected != {"smol": 0.45, "gemma": 0.4}  # learned, not the declared priors
+
+
+async def test_sync_invoke_works_inside_a_running_event_loop() -> None:
+    # As in a notebook cell or an async app that calls `invoke`: the nodes get a loop of their own.
+    graph = build_mix(fake_bundled("moa", {})).compile()
+    result = graph.invoke({"query": "Q"}, {"configurable": {"thread_id": "t"}})
+    assert result["answer"] and result["run"]["thread_id"] == "t"
