@@ -13,7 +13,10 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
 
 __all__ = ["main"]
 
@@ -64,7 +67,7 @@ async def _answer(args: argparse.Namespace) -> dict[str, Any]:
 
     path = threads_db()
     path.parent.mkdir(parents=True, exist_ok=True)
-    config: dict[str, Any] = {"configurable": {"thread_id": args.thread}}
+    config: RunnableConfig = {"configurable": {"thread_id": args.thread}}
     async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
         graph = load_mix(args.mix, args.override, checkpointer=saver)
         if args.stream:
@@ -72,7 +75,7 @@ async def _answer(args: argparse.Namespace) -> dict[str, Any]:
         return dict(await graph.ainvoke(state, config, context=context))
 
 
-async def _stream(graph: Any, state: dict[str, Any], context: Any, config: dict[str, Any]) -> dict[str, Any]:
+async def _stream(graph: Any, state: dict[str, Any], context: Any, config: RunnableConfig) -> dict[str, Any]:
     """Print the aggregator's tokens as they come (or the final answer when no model writes it)."""
     from langchain_core.messages import AIMessageChunk
 
