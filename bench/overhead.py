@@ -1,12 +1,14 @@
 """The framework's overhead: a compiled moai mix against the same Mixture-of-Agents written by hand.
 
-Three variants answer the same queries with the same `ScriptedChatModel` instances (3 proposers that
+Four variants answer the same queries with the same `ScriptedChatModel` instances (3 proposers that
 answer concurrently, then 1 aggregator that synthesises), at a model latency of 0 ms and 50 ms a call:
 
   plain      `asyncio.gather` over the proposers, then the aggregator: no framework at all.
   langgraph  a minimal hand-written StateGraph of the same topology (router -Send-> propose x3 ->
              deferred aggregate): LangGraph's own loop, the floor under any LangGraph-based framework.
-  moai       the mix `MIX` below compiled with `build_mix(spec).compile()`, run by `ainvoke({"query": q})`.
+  moai       the mix `MIX` below compiled with `build_mix(spec, usage_db="off").compile()`, run by
+             `ainvoke({"query": q})`.
+  moai+usage the same with the usage monitor on (a SQLite database in a temporary folder).
 
 The moai graph gets the benchmark's model instances by a swap, in this process only, of the `fake`
 provider in `moai.providers.PROVIDERS`. After a warm-up the variants run interleaved (ABCABC...);
@@ -25,6 +27,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -62,7 +65,7 @@ aggregate: {mode: synthesize, model: agg}
 """
 PROPOSERS = ("p1", "p2", "p3")
 NODES_PER_QUERY = 5  # gate (router), 3 proposer tasks, aggregate; checked against moai's trace
-VARIANTS = ("plain", "langgraph", "moai")
+VARIANTS = ("plain", "langgraph", "moai", "moai+usage")
 Models = dict[str, BaseChatModel]
 Variant = Callable[[str], Awaitable[str]]
 
@@ -131,8 +134,8 @@ def fake_provider(models: Models) -> Iterator[None]:
         providers.PROVIDERS["fake"] = saved
 
 
-def moai_moa(models: Models) -> Variant:
-    graph = build_mix(parse_spec(yaml.safe_load(MIX), "bench/overhead.py:MIX")).compile()
+def moai_moa(models: Models, usage_db: str) -> Variant:
+    graph = build_mix(parse_spec(yaml.safe_load(MIX), "bench/overhead.py:MIX"), usage_db=usage_db).compile()
 
     async def run(query: str) -> str:
         result = await graph.ainvoke({"query": query})
@@ -143,15 +146,20 @@ def moai_moa(models: Models) -> Variant:
     return run
 
 
-async def measure(delay_s: float, n: int, warmup: int) -> dict[str, list[float]]:
+async def measure(delay_s: float, n: int, warmup: int, usage_db: str) -> dict[str, list[float]]:
     """Return the milliseconds of each query per variant, the variants interleaved."""
     models: Models = {
         name: ScriptedChatModel(replies=[f"{name}: {{query}}"], delay_s=delay_s) for name in (*PROPOSERS, "agg")
     }
     with fake_provider(models):
-        variants = {"plain": plain_moa(models), "langgraph": langgraph_moa(models), "moai": moai_moa(models)}
+        variants = {
+            "plain": plain_moa(models),
+            "langgraph": langgraph_moa(models),
+            "moai": moai_moa(models, "off"),
+            "moai+usage": moai_moa(models, usage_db),
+        }
         answers = {name: await run("warm-up") for name, run in variants.items()}
-        assert len(set(answers.values())) == 1, answers  # the three compute the same thing
+        assert len(set(answers.values())) == 1, answers  # the variants compute the same thing
         times: dict[str, list[float]] = {name: [] for name in VARIANTS}
         for i in range(warmup + n):
             for name in VARIANTS:
@@ -188,13 +196,19 @@ def report(results: dict[float, dict[str, list[float]]], command: str) -> str:
                 f"(the floor); moai adds {extra:.3f} ms on top "
                 f"(moai / langgraph = {mean['moai'] / mean['langgraph']:.2f}x)."
             )
-        else:
-            ratio = mean["moai"] / mean["plain"]
-            verdict = "met" if ratio <= 1.1 else "NOT met"
             notes.append(
-                f"- At {delay_s * 1000:g} ms a call: moai / plain asyncio = {ratio:.3f}x (mean), "
-                f"{p50['moai'] / p50['plain']:.3f}x (p50); target <= 1.1x {verdict}."
+                f"- The usage monitor (every call and run recorded in SQLite by a writer thread) costs "
+                f"{mean['moai+usage'] - mean['moai']:.2f} ms a query at 0 ms "
+                f"(moai+usage / moai = {mean['moai+usage'] / mean['moai']:.2f}x)."
             )
+        else:
+            for v in ("moai", "moai+usage"):
+                ratio = mean[v] / mean["plain"]
+                verdict = "met" if ratio <= 1.1 else "NOT met"
+                notes.append(
+                    f"- At {delay_s * 1000:g} ms a call: {v} / plain asyncio = {ratio:.3f}x (mean), "
+                    f"{p50[v] / p50['plain']:.3f}x (p50); target <= 1.1x {verdict}."
+                )
     machine = (
         f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"langgraph {version('langgraph')}, langchain-core {version('langchain-core')}"
@@ -226,10 +240,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where to write the table (default: bench/results/overhead.md)")
     args = parser.parse_args()
     n0, n50, warmup = (20, 5, 3) if args.quick else (args.n0, args.n50, 20)
-    results = {
-        0.0: asyncio.run(measure(0.0, n0, warmup)),
-        0.05: asyncio.run(measure(0.05, n50, max(warmup // 4, 1))),
-    }
+    os.environ.pop("MOAI_USAGE_DB", None)  # it would override the usage databases chosen here
+    with tempfile.TemporaryDirectory() as folder:
+        usage_db = str(Path(folder) / "usage.db")
+        results = {
+            0.0: asyncio.run(measure(0.0, n0, warmup, usage_db)),
+            0.05: asyncio.run(measure(0.05, n50, max(warmup // 4, 1), usage_db)),
+        }
     text = report(results, "python " + " ".join(["bench/overhead.py", *sys.argv[1:]]))
     print(text)
     out = args.out or (None if args.quick else ROOT / "bench" / "results" / "overhead.md")
