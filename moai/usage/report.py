@@ -190,6 +190,7 @@ class Stats:
         compared_cost_usd: What the runs with a baseline cost (mixes and arms).
         baseline_cost_usd: What one call per run to the mix's dearest model would have cost instead.
         baseline_models: The dearest models of the mixes compared.
+        mixes: The mixes the runs went through (mixes and arms).
     """
 
     name: str
@@ -209,6 +210,7 @@ class Stats:
     compared_cost_usd: float | None = None
     baseline_cost_usd: float | None = None
     baseline_models: tuple[str, ...] = ()
+    mixes: tuple[str, ...] = ()
 
     @property
     def saved_usd(self) -> float | None:
@@ -250,6 +252,7 @@ def _stats(
             "compared_cost_usd": sum(r["cost_usd"] for r in compared) if compared else None,
             "baseline_cost_usd": sum(r["baseline_cost_usd"] for r in compared) if compared else None,
             "baseline_models": tuple(dict.fromkeys(r["baseline_model"] for r in compared if r["baseline_model"])),
+            "mixes": tuple(sorted({r["mix"] for r in runs})),
         }
     return Stats(
         name=name,
@@ -270,7 +273,19 @@ def _stats(
 
 
 NO_ARM = "(no arm)"
-"""The column of a split mix's runs that had no arm."""
+"""The column of a mix's runs that had no arm, beside its arms (for arms that name no split)."""
+
+
+def _arm_of(row: Row) -> tuple[str, str] | None:
+    """Return the (experiment, arm) a row belongs to, or None when it has no arm.
+
+    An A/B split records `<split>/<arm>` (its arms may be different mixes): the experiment is the split.
+    A bare arm name (set by the caller in the mix's input) is an arm of the row's own mix.
+    """
+    if not row["arm"]:
+        return None
+    split, slash, arm = str(row["arm"]).partition("/")
+    return (split, arm) if slash else (row["mix"], split)
 
 
 @dataclass(frozen=True)
@@ -282,7 +297,8 @@ class Report:
         total: Every run and call.
         models: One entry per model, most calls first.
         mixes: One entry per mix, most runs first.
-        arms: For each mix with A/B arms, one entry per arm (by name; `NO_ARM` for runs without one).
+        arms: For each A/B experiment (a split, or a mix whose runs carry bare arm names), one entry per
+            arm, by name; a mix's runs without an arm are the column `NO_ARM`.
     """
 
     usage: Usage
@@ -292,42 +308,55 @@ class Report:
     arms: dict[str, list[Stats]]
 
 
+def _group(rows: Iterable[Row], key: Callable[[Row], Any]) -> dict[Any, list[Row]]:
+    groups: dict[Any, list[Row]] = defaultdict(list)
+    for row in rows:
+        groups[key(row)].append(row)
+    return groups
+
+
+def _experiments(usage: Usage, scores: Mapping[str, float]) -> dict[str, list[Stats]]:
+    """Return the figures of each A/B experiment's arms, side by side."""
+    mix_arms = {exp for row in [*usage.runs, *usage.calls] if (exp := _arm_of(row)) and "/" not in row["arm"]}
+    bare = {mix for mix, _ in mix_arms}
+
+    def key(row: Row) -> tuple[str, str] | None:
+        arm = _arm_of(row)
+        return arm if arm is not None else ((row["mix"], NO_ARM) if row["mix"] in bare else None)
+
+    runs, calls = _group(usage.runs, key), _group(usage.calls, key)
+    cells = sorted({k for k in [*runs, *calls] if k is not None}, key=lambda k: (k[0], k[1] == NO_ARM, k[1]))
+    experiments: dict[str, list[Stats]] = defaultdict(list)
+    for name, arm in cells:
+        experiments[name].append(
+            _stats(arm, runs.get((name, arm), []), calls.get((name, arm), []), scores, per_run=True)
+        )
+    return dict(experiments)
+
+
 def build_report(usage: Usage) -> Report:
     """Compute the figures of a report from the rows of a usage database."""
     scores = usage.run_scores()
-    answered = usage.answered()
     runs_by_id = {r["run_id"]: r for r in usage.runs}
-
     model_runs: dict[str, list[Row]] = defaultdict(list)
-    for run_id, names in answered.items():
+    for run_id, names in usage.answered().items():
         for model in names:
             model_runs[model].append(runs_by_id[run_id])
-    model_calls: dict[str, list[Row]] = defaultdict(list)
-    mix_calls: dict[str, list[Row]] = defaultdict(list)
-    arm_calls: dict[tuple[str, str], list[Row]] = defaultdict(list)
-    for call in usage.calls:
-        model_calls[call["model"]].append(call)
-        mix_calls[call["mix"]].append(call)
-        arm_calls[call["mix"], call["arm"] or NO_ARM].append(call)
-    mix_runs: dict[str, list[Row]] = defaultdict(list)
-    arm_runs: dict[tuple[str, str], list[Row]] = defaultdict(list)
-    for run in usage.runs:
-        mix_runs[run["mix"]].append(run)
-        arm_runs[run["mix"], run["arm"] or NO_ARM].append(run)
+    model_calls = _group(usage.calls, lambda c: c["model"])
+    mix_runs, mix_calls = _group(usage.runs, lambda r: r["mix"]), _group(usage.calls, lambda c: c["mix"])
 
     models = [
-        _stats(name, model_runs[name], model_calls[name], scores, per_run=False) for name in {*model_calls, *model_runs}
+        _stats(name, model_runs.get(name, []), model_calls.get(name, []), scores, per_run=False)
+        for name in {*model_calls, *model_runs}
     ]
     models.sort(key=lambda s: (-s.calls, -s.runs, s.name))
-    mixes = [_stats(name, mix_runs[name], mix_calls[name], scores, per_run=True) for name in {*mix_runs, *mix_calls}]
+    mixes = [
+        _stats(name, mix_runs.get(name, []), mix_calls.get(name, []), scores, per_run=True)
+        for name in {*mix_runs, *mix_calls}
+    ]
     mixes.sort(key=lambda s: (-s.runs, -s.calls, s.name))
-    arms: dict[str, list[Stats]] = {}
-    split = sorted({mix for (mix, arm) in [*arm_runs, *arm_calls] if arm != NO_ARM})
-    for mix in split:
-        names = sorted({arm for (m, arm) in [*arm_runs, *arm_calls] if m == mix}, key=lambda a: (a == NO_ARM, a))
-        arms[mix] = [_stats(a, arm_runs[mix, a], arm_calls[mix, a], scores, per_run=True) for a in names]
     total = _stats("total", usage.runs, usage.calls, scores, per_run=True)
-    return Report(usage=usage, total=total, models=models, mixes=mixes, arms=arms)
+    return Report(usage=usage, total=total, models=models, mixes=mixes, arms=_experiments(usage, scores))
 
 
 # ---- formatting -------------------------------------------------------------------------------------
@@ -385,6 +414,7 @@ _SAVINGS_COLUMNS: tuple[Column, ...] = (
     ("cache hits", lambda s: _pct(s.cache_hit_rate)),
 )
 _ARM_ROWS: tuple[Column, ...] = (
+    ("mix", lambda s: ", ".join(s.mixes) or "-"),
     *_USAGE_COLUMNS,
     ("baseline $", lambda s: _num(s.baseline_cost_usd)),
     ("saved", _saved),
@@ -467,8 +497,8 @@ def format_text(report: Report) -> str:
         "Savings against each mix's dearest model, and routing cache",
         _text_table(["mix", *(h for h, _ in _SAVINGS_COLUMNS)], _rows(report.mixes, _SAVINGS_COLUMNS)),
     ]
-    for mix, arms in report.arms.items():
-        out += ["", f"A/B arms of {mix}", _text_table(["", *(a.name for a in arms)], _arm_rows(arms))]
+    for name, arms in report.arms.items():
+        out += ["", f"A/B arms of {name}", _text_table(["", *(a.name for a in arms)], _arm_rows(arms))]
     out += ["", *(f"{name}: {meaning}" for name, meaning in LEGEND)]
     return "\n".join(out)
 
@@ -859,8 +889,8 @@ def render_html(report: Report) -> str:
     )
     if report.arms:
         parts.append("<h2>A/B arms</h2>")
-        for mix, arms in report.arms.items():
-            parts.append(_html_table(["", *(a.name for a in arms)], _arm_rows(arms), caption=f"mix {mix}", css="arms"))
+        for name, arms in report.arms.items():
+            parts.append(_html_table(["", *(a.name for a in arms)], _arm_rows(arms), caption=name, css="arms"))
     legend = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in LEGEND)
     parts.append(f"<h2>How to read the tables</h2><dl>{legend}</dl>")
     parts.append("</main></body></html>")

@@ -1,6 +1,6 @@
 """The usage report's page, rendered by a real browser (headless Chromium) from a database of real rows.
 
-The rows come from real runs: fake-model mixes with prices (arms A and B of one mix, a failing model
+The rows come from real runs: fake-model mixes with prices (an A/B split of two of them, a failing model
 with a fallback, users' feedback) and a few runs of the embedded local models, then spread over a week
 so the charts over time have something to show. The page must render with its four charts, not blank.
 
@@ -27,7 +27,6 @@ import pytest
 
 import moai
 import moai.providers
-from mix_instructions import load_spec
 from moai.cli import main
 from moai.fake import ScriptedChatModel
 from moai.usage import monitor_for, record_feedback
@@ -67,7 +66,16 @@ steps:
   - {kind: propose, name: answer}
 aggregate: {mode: best}
 """
-"""Arm A routes for quality per dollar (alpha 1: the cheap model), arm B for quality alone (the dear one)."""
+"""Routes for quality per dollar (alpha 1: the cheap model); `support-best` (alpha 0) for quality alone."""
+
+SPLIT = """
+name: support-ab
+split:
+  by: user
+  arms:
+    A: {mix: support.yaml}
+    B: {mix: support-best.yaml}
+"""
 
 PANEL = """
 name: panel
@@ -111,31 +119,29 @@ def _question(rng: random.Random, i: int) -> str:
 
 
 async def _fake_runs(tmp: Path, db: str, n: int, rng: random.Random) -> list[dict[str, Any]]:
-    def graph(name: str, text: str) -> Any:
-        path = tmp / f"{name}.yaml"
-        path.write_text(text, encoding="utf-8")
-        return moai.build_mix(load_spec(str(path)), usage_db=db).compile()
-
-    arm_a = graph("support-a", SUPPORT.replace("ALPHA", "1.0"))
-    arm_b = graph("support-b", SUPPORT.replace("ALPHA", "0.0"))
-    panel = graph("panel", PANEL)
-    jobs = []
+    (tmp / "support.yaml").write_text(SUPPORT.replace("ALPHA", "1.0"), encoding="utf-8")
+    best = SUPPORT.replace("ALPHA", "0.0").replace("name: support", "name: support-best")
+    (tmp / "support-best.yaml").write_text(best, encoding="utf-8")
+    (tmp / "panel.yaml").write_text(PANEL, encoding="utf-8")
+    (tmp / "support-ab.yaml").write_text(SPLIT, encoding="utf-8")
+    split = moai.load_mix(tmp / "support-ab.yaml", usage_db=db)
+    panel = moai.load_mix(tmp / "panel.yaml", usage_db=db)
+    jobs: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
     for i in range(n):
-        pick = rng.random()
-        if pick < 0.35:
-            jobs.append((arm_a, {"query": _question(rng, i), "arm": "A"}))
-        elif pick < 0.7:
-            jobs.append((arm_b, {"query": _question(rng, i), "arm": "B"}))
+        if rng.random() < 0.7:
+            jobs.append(
+                (split, {"query": _question(rng, i)}, {"configurable": {"user_id": f"user-{rng.randrange(60)}"}})
+            )
         else:
-            jobs.append((panel, {"query": _question(rng, i)}))
+            jobs.append((panel, {"query": _question(rng, i)}, {}))
     limit = asyncio.Semaphore(12)
 
-    async def one(graph: Any, state: dict[str, Any]) -> dict[str, Any]:
+    async def one(graph: Any, state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         async with limit:
-            result: dict[str, Any] = await graph.ainvoke(state)
+            result: dict[str, Any] = await graph.ainvoke(state, config)
             return result
 
-    return list(await asyncio.gather(*(one(g, s) for g, s in jobs)))
+    return list(await asyncio.gather(*(one(*job) for job in jobs)))
 
 
 def _spread(db: str, days: float, rng: random.Random) -> None:
@@ -227,7 +233,7 @@ def test_report_page_renders_its_charts_in_chromium(
     page = tmp_path / "report.html"
     assert main(["usage", "report", "--db", usage_db, "--html", str(page)]) == 0
     text = capsys.readouterr().out
-    assert "A/B arms of support" in text and "route" in text and "smol" in text
+    assert "A/B arms of support-ab" in text and "route" in text and "smol" in text
     html = page.read_text(encoding="utf-8")
     for name in CHARTS:
         assert re.search(rf'<figure class="chart[^"]*" id="chart-{name}"><svg', html), f"chart {name} missing"
@@ -253,12 +259,11 @@ def test_report_page_renders_its_charts_in_chromium(
 
 
 def _save_small(shot: Path, out: Path) -> None:
-    """Save the page's top (cards, charts, first tables) as a palette PNG: small enough for the README."""
+    """Save the page's top (cards, charts, first table) for the README: a full-colour PNG, about 200 KB."""
     from PIL import Image
 
     with Image.open(shot) as image:
-        top = image.convert("RGB").crop((0, 0, 1280, 1900))
-        top.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
+        image.convert("RGB").crop((0, 0, 1280, 1900)).save(out, optimize=True)
 
 
 def test_empty_report_page_says_so_in_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

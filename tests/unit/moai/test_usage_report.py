@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -172,8 +173,27 @@ def test_arms_are_compared_side_by_side(db: str) -> None:
     assert (b.name, b.runs, b.error_rate, b.saved_share) == ("B", 1, 0.5, pytest.approx(0.01 / 0.04))
     text = format_text(report)
     block = text[text.index("A/B arms of m") :]
-    assert block.splitlines()[1].split() == ["A", "B"]
+    assert block.splitlines()[1].split() == ["A", "B"] and block.splitlines()[2].split() == ["mix", "m", "m"]
     assert next(line for line in block.splitlines() if line.startswith("saved")).split() == ["saved", "70.0%", "25.0%"]
+
+
+def test_a_split_compares_its_arms_across_their_mixes(tmp_path: Path) -> None:
+    # An A/B split records `<split>/<arm>`; its arms may be different mixes.
+    runs = [
+        run_row("x", mix="route", arm="ab/fast", cost_usd=0.01, baseline_cost_usd=0.04),
+        run_row("y", mix="routemoa", arm="ab/full", cost_usd=0.03, baseline_cost_usd=0.04),
+        run_row("z", mix="routemoa", arm="ab/full", cost_usd=0.05, baseline_cost_usd=0.04),
+        run_row("w", mix="route"),  # outside the split: not an arm of it
+    ]
+    calls = [call_row(r["run_id"], "a", mix=r["mix"], arm=r["arm"]) for r in runs]
+    report = build_report(read_usage(write_db(tmp_path / "u.db", runs, calls)))
+    assert list(report.arms) == ["ab"]
+    fast, full = report.arms["ab"]
+    assert (fast.name, fast.runs, fast.mixes, fast.saved_share) == ("fast", 1, ("route",), pytest.approx(0.75))
+    assert (full.name, full.runs, full.mixes, full.saved_share) == ("full", 2, ("routemoa",), 0.0)
+    text = format_text(report)
+    block = text[text.index("A/B arms of ab") :].splitlines()
+    assert block[1].split() == ["fast", "full"] and block[2].split() == ["mix", "route", "routemoa"]
 
 
 def test_runs_without_an_arm_get_their_own_column(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -298,6 +318,34 @@ def test_cli_report_bad_input_exits_2(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_the_environment_names_the_database_as_for_the_mixes(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOAI_USAGE_DB", db)
     assert main(["usage", "report", "--db", "/nonexistent/ignored.db"]) == 0
+
+
+SPLIT_POOL = {
+    "cheap": {"provider": "fake", "model": "cheap", "quality": 0.5, "price": {"input_per_mtok": 1}, "replies": ["c"]},
+    "dear": {"provider": "fake", "model": "dear", "quality": 0.9, "price": {"input_per_mtok": 9}, "replies": ["d"]},
+}
+
+
+def test_report_compares_the_arms_of_a_real_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = str(tmp_path / "split.db")
+    monkeypatch.setenv("MOAI_USAGE_DB", path)
+    for name, alpha in (("thrifty", 1.0), ("best", 0.0)):
+        mix = {"name": name, "models": SPLIT_POOL, "gate": {"objective": {"alpha": alpha}}}
+        (tmp_path / f"{name}.yaml").write_text(json.dumps(mix | {"steps": [{"kind": "propose", "name": "answer"}]}))
+    split = {"name": "exp", "split": {"by": "user", "arms": {"a": {"mix": "thrifty.yaml"}, "b": {"mix": "best.yaml"}}}}
+    (tmp_path / "exp.yaml").write_text(json.dumps(split))
+    graph = moai.load_mix(tmp_path / "exp.yaml")
+    results = [graph.invoke({"query": "Q"}, {"configurable": {"user_id": f"u{i}"}}) for i in range(16)]
+    assert monitor_for(path).flush()
+    arms = {r["run"]["arm"] for r in results}
+    assert arms == {"exp/a", "exp/b"}
+    report = build_report(read_usage(path))
+    assert list(report.arms) == ["exp"]
+    a, b = report.arms["exp"]
+    assert (a.name, a.mixes, b.name, b.mixes) == ("a", ("thrifty",), "b", ("best",))
+    assert a.runs + b.runs == 16
+    # Arm a routes to the cheap model, arm b to the dear one (the baseline): a saves, b does not.
+    assert a.saved_share is not None and a.saved_share > 0.5 and b.saved_share == 0.0
 
 
 def test_report_on_real_rows_of_a_mix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
