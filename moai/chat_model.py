@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import queue
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -377,45 +375,19 @@ def _apart(start: Callable[[], Iterator[_T]]) -> Iterator[_T]:
     """Iterate over `start()` as a graph of its own, not a subgraph of the graph whose node calls the model.
 
     LangGraph makes a graph run inside another's node its subgraph (the caller's namespace, checkpointer
-    and stream) from the ambient config: the mix runs in a context without one. In a thread that runs an
-    event loop (a notebook cell) it runs in a worker thread: each node of the mix starts an event loop.
+    and stream) from the ambient config: the mix runs in a context without one.
     """
     context = contextvars.copy_context()
     context.run(var_child_runnable_config.set, None)
+    items = context.run(start)
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        items = context.run(start)
-        try:
-            while True:
-                try:
-                    item = context.run(next, items)
-                except StopIteration:
-                    return
-                yield item
-        finally:
-            context.run(getattr(items, "close", lambda: None))
-    results: queue.Queue[tuple[bool, Any]] = queue.Queue()
-
-    def produce() -> None:
-        try:
-            for item in start():
-                results.put((True, item))
-        except BaseException as err:  # raised in the caller's thread
-            results.put((False, err))
-        else:
-            results.put((False, None))
-
-    worker = threading.Thread(target=context.run, args=(produce,), name="moai-chat-model", daemon=True)
-    worker.start()
-    while True:
-        more, item = results.get()
-        if not more:
-            worker.join()
-            if item is not None:
-                raise item
-            return
-        yield item
+        while True:
+            try:
+                yield context.run(next, items)
+            except StopIteration:
+                return
+    finally:
+        context.run(getattr(items, "close", lambda: None))
 
 
 async def _aapart(start: Callable[[], AsyncIterator[_T]]) -> AsyncIterator[_T]:
