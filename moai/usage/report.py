@@ -41,16 +41,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHARTS",
+    "LEGEND",
+    "NO_ARM",
     "Report",
     "Stats",
     "Usage",
     "build_report",
+    "empty_message",
     "format_text",
     "parse_since",
     "percentile",
     "read_usage",
+    "render_charts",
     "render_html",
     "since_arg",
+    "write_html",
 ]
 
 Row = dict[str, Any]
