@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from scorer.encoder import DEFAULT_ENCODER, SentenceEncoder, TextEncoder, encoder_from_name
 
-__all__ = ["FloatArray", "ScorePredictor", "as_embeddings", "as_scores", "nan_mse", "validation_rows"]
+__all__ = ["FloatArray", "ScorePredictor", "as_costs", "as_embeddings", "as_scores", "nan_mse", "validation_rows"]
 
 FloatArray = npt.NDArray[np.float64]
 F32Array = npt.NDArray[np.float32]
@@ -36,6 +36,16 @@ def as_scores(scores: npt.ArrayLike, n: int, m: int) -> FloatArray:
     finite = arr[np.isfinite(arr)]
     if finite.size and (finite.min() < 0 or finite.max() > 1):
         raise ValueError("scores must lie in [0, 1] (NaN for a missing line)")
+    return arr
+
+
+def as_costs(costs: npt.ArrayLike, n: int, m: int) -> FloatArray:
+    """Return costs as a float64 [n, m] array (NaN = unknown), checking shape and sign."""
+    arr = np.asarray(costs, dtype=np.float64)
+    if arr.shape != (n, m):
+        raise ValueError(f"costs must have shape {(n, m)} (queries x models), got {arr.shape}")
+    if (arr[np.isfinite(arr)] < 0).any():
+        raise ValueError("costs must be >= 0 (NaN for an unknown one)")
     return arr
 
 
@@ -67,6 +77,7 @@ class ScorePredictor(ABC):
         models: Column order of predictions, fixed by `fit` (and grown by `add_model`).
         encoder: Turns queries into embeddings for `predict`; built from `encoder_name` when first needed.
         seed: Seed of the last `fit`.
+        fit_costs: The training costs the last `fit` was given (None: none).
     """
 
     method: ClassVar[str] = ""
@@ -75,6 +86,7 @@ class ScorePredictor(ABC):
     def __init__(self, *, encoder: TextEncoder | None = None, encoder_name: str | None = None) -> None:
         self.models: tuple[str, ...] = ()
         self.seed = 0
+        self.fit_costs: FloatArray | None = None
         self._encoder = encoder
         if encoder_name is not None:
             self.encoder_name = encoder_name
@@ -103,6 +115,7 @@ class ScorePredictor(ABC):
         seed: int = 0,
         *,
         tasks: Sequence[str] | None = None,
+        costs: npt.ArrayLike | None = None,
         progress: bool = False,
     ) -> ScorePredictor:
         """Learn from training queries.
@@ -112,7 +125,10 @@ class ScorePredictor(ABC):
             scores: [queries, models] true scores in [0, 1], NaN where a model has no line.
             models: Model names, one per score column.
             seed: Seeds every random choice: the same inputs and seed give the same predictor.
-            tasks: Each query's task (used by the per-task baseline; others may ignore it).
+            tasks: Each query's task, a training label (the per-task baseline also reads it when predicting;
+                others may ignore it).
+            costs: [queries, models] US dollars per answer, NaN where unknown (None: no costs); a method
+                may use them to choose its settings for the cost-aware selector.
             progress: Show a progress bar.
 
         Returns:
@@ -121,12 +137,13 @@ class ScorePredictor(ABC):
         emb = as_embeddings(embeddings)
         s = as_scores(scores, emb.shape[0], len(models))
         self.models, self.seed = tuple(models), seed
+        self.fit_costs = as_costs(costs, emb.shape[0], len(models)) if costs is not None else None
         self._fit(emb, s, tasks=tasks, progress=progress)
         return self
 
     @abstractmethod
     def _fit(self, emb: F32Array, s: FloatArray, *, tasks: Sequence[str] | None, progress: bool) -> None:
-        """Learn from validated training data; `self.models` and `self.seed` are already set."""
+        """Learn from validated training data; `self.models`, `self.seed` and `self.fit_costs` are already set."""
 
     @abstractmethod
     def predict_embeddings(self, embeddings: npt.ArrayLike, *, tasks: Sequence[str] | None = None) -> FloatArray:

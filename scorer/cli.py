@@ -18,9 +18,9 @@ __all__ = ["add_parsers", "bench_routing", "scorer_add_model", "scorer_train", "
 
 
 def _encoder(name: str, truncate: str) -> Any:
-    from scorer.encoder import SentenceEncoder
+    from scorer.encoder import make_encoder
 
-    return SentenceEncoder(name, truncate="left" if truncate == "left" else "right", threads=2)
+    return make_encoder(name, truncate="left" if truncate == "left" else "right", threads=2)
 
 
 def _encode(encoder: Any, data: Any, quiet: bool) -> tuple[Any, float]:
@@ -128,7 +128,15 @@ def scorer_train(args: argparse.Namespace) -> int:
         train, test = data.subset(train_rows), data.subset(test_rows)
         predictor = make(args.method, encoder=encoder)
         start = time.perf_counter()
-        predictor.fit(emb[train_rows], train.scores, train.models, args.seed, tasks=train.tasks, progress=not quiet)
+        predictor.fit(
+            emb[train_rows],
+            train.scores,
+            train.models,
+            args.seed,
+            tasks=train.tasks,
+            costs=train.costs,
+            progress=not quiet,
+        )
         train_s = time.perf_counter() - start
         metrics = _held_out(predictor, test, emb[test_rows], model_costs(train.costs))
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
@@ -249,7 +257,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--encoder",
         default=DEFAULT_ENCODER,
-        help=f"sentence-transformers model folder (default: {DEFAULT_ENCODER}, shipped offline)",
+        help=f"sentence-transformers model folder, or static-minilm (default: {DEFAULT_ENCODER}, shipped offline)",
     )
     p.add_argument(
         "--truncate",

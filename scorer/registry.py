@@ -8,7 +8,7 @@ from scorer._base import ScorePredictor
 
 __all__ = ["BASELINES", "LEARNED", "METHODS", "make", "predictor_class"]
 
-LEARNED = ("routoo", "routemoa", "knn", "mf")
+LEARNED = ("routoo", "routemoa", "knn", "mf", "blend")
 """Methods that learn from routing data (and can be saved and grown with `add_model`)."""
 BASELINES = ("best_single", "per_task", "random")
 """Reference methods the benchmark runs beside the learned ones (the oracle is reported on its own)."""
@@ -37,6 +37,10 @@ def predictor_class(method: str) -> type[ScorePredictor]:
         from scorer.mf import MFPredictor
 
         return MFPredictor
+    if method == "blend":
+        from scorer.blend import BlendPredictor
+
+        return BlendPredictor
     from scorer import baselines
 
     classes: dict[str, type[ScorePredictor]] = {
