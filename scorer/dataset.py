@@ -71,8 +71,8 @@ async def build_routing_data(
     """
     from nodes._call import call_model
     from nodes._prompts import propose_messages
-    from nodes.state import RunInfo
     from nodes._runtime import MixRuntime
+    from nodes.state import RunInfo
 
     # No fallbacks here: the data must say how each model did, not how its stand-in did.
     alone = {name: model.model_copy(update={"fallbacks": []}) for name, model in spec.models.items()}

@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 
 from scorer.data import RoutingData
-from scorer.evaluate import aiq, best_single, method_report, oracle, route, topk_metrics, upper_hull
+from scorer.evaluate import (
+    aiq,
+    best_single,
+    method_report,
+    operating_alpha,
+    oracle,
+    route,
+    topk_metrics,
+    upper_hull,
+)
 
 NAN = np.nan
 
@@ -123,3 +132,39 @@ def test_aiq_and_hull() -> None:
     # Over [0, 4]: nothing below cost 1, the chord from 1 to 3, then flat at 0.9.
     assert aiq(points, 0.0, 4.0) == pytest.approx((2 * (0.5 + 0.9) / 2 + 0.9) / 4)
     assert aiq([(1.0, 0.7)], 1.0, 1.0) == 0.7
+
+
+def test_operating_alpha_is_the_cheapest_grid_point_reaching_the_best_single_quality() -> None:
+    data = tiny()
+    grid = [0.0, 0.04, 0.1, 1.0]
+    # Qualities along the grid: 1.0, 0.75, 0.75, 0.5 against the best single model's 0.75.
+    assert operating_alpha(PRED, data, np.array([1.0, 0.1]), grid) == (0.1, True)
+    # Predictions that send every query to the wrong model never reach it: alpha 0, flagged.
+    assert operating_alpha(1 - data.scores, data, np.array([1.0, 0.1]), grid) == (0.0, False)
+
+
+def test_the_benchmark_reports_a_validated_operating_point() -> None:
+    from scorer.evaluate import run_benchmark
+
+    rng = np.random.default_rng(0)
+    n = 200
+    topic = rng.integers(0, 2, n)
+    emb = np.eye(4, dtype=np.float32)[topic] + 0.1 * rng.normal(size=(n, 4)).astype(np.float32)
+    scores = np.stack([topic == 0, np.ones(n, bool)], axis=1).astype(float)
+    data = RoutingData(
+        ids=tuple(f"q{i}" for i in range(n)),
+        sources=("f",) * n,
+        prompts=("p",) * n,
+        tasks=tuple(str(t) for t in topic),
+        models=("cheap", "pricey"),
+        scores=scores,
+        costs=np.tile([0.001, 0.01], (n, 1)),
+    )
+    train, test = data.subset(range(150)), data.subset(range(150, n))
+    report = run_benchmark(train, test, emb[:150], emb[150:], methods=["knn", "best_single"], seed=0)
+    point = report["methods"]["knn"]["validated"]
+    # 'cheap' is right on topic 0: the validated alpha sends those queries there, at full quality.
+    assert point["reached_on_validation"] is True
+    assert point["quality"] == 1.0
+    assert point["cost_ratio"] < 0.7
+    assert report["methods"]["best_single"]["validated"]["quality"] == 1.0
