@@ -7,10 +7,11 @@ and each row is weighted SIF-style, `a / (a + p(token))`, so frequent word piece
 less. A text's embedding is then the L2-normalised sum of its tokens' rows, tokenised with the source's
 own fast tokenizer (the `tokenizers` package): no window, so every token of a long text counts.
 
-Encoding needs only numpy and tokenizers (about 0.1 ms a query against 20-80 ms for MiniLM on this
-project's 2-core machine). The table is distilled on first use (torch and sentence-transformers, a
-minute or so on 2 cores) and cached under `cache_dir()/static/<key>/`, the key hashing the source's
-files and the recipe; `python -m scorer.static_encoder` builds it ahead of time (for an image or CI).
+Encoding needs only numpy, scipy and tokenizers (about 0.2 ms a query against 20-55 ms for MiniLM on
+this project's 2-core machine). The table is distilled on first use (torch and sentence-transformers:
+25 s on 2 idle cores, up to 2 minutes on busy ones) and cached under `cache_dir()/static/<key>/`, the key
+hashing the source's files and the recipe, so every later process reads it in about 0.1 s;
+`python -m scorer.static_encoder` builds it ahead of time (for an image or CI).
 
 Names (as stored in checkpoints; `scorer.encoder.encoder_from_name` reads them back):
 
@@ -267,6 +268,7 @@ def distill(
 
     live = np.asarray([i for i in range(len(tokens)) if i not in special], dtype=np.int64)
     raw = np.zeros((len(tokens), width), dtype=np.float64)
+    forward_start = time.perf_counter()
     try:
         with torch.inference_mode():
             for b in tqdm(range(0, len(live), batch_size), disable=not progress, desc="distil", unit="batch"):
@@ -275,7 +277,7 @@ def distill(
             empty_raw = pooled(torch.tensor([[*prefix, *suffix]], dtype=torch.long))[0]
     finally:
         torch.set_num_threads(previous)
-    forward_s = time.perf_counter() - start
+    forward_s = time.perf_counter() - forward_start
 
     mean = raw[live].mean(axis=0)
     _, singular, vt = np.linalg.svd(raw[live] - mean, full_matrices=False)
@@ -426,7 +428,7 @@ class StaticEncoder:
                     folder = table_dir(self.source, self.dim, directory=self.directory)
                     if not (folder / _META).is_file():
                         log.warning(
-                            "building the %s table once (about a minute on 2 cores); cached in %s", self.name, folder
+                            "building the %s table once (25 s to 2 minutes on 2 cores); cached in %s", self.name, folder
                         )
                         build_table(self.source, self.dim, directory=self.directory)
                     table = load_table(folder)
