@@ -62,8 +62,9 @@ def _stream(distinct: list[str], n: int, zipf_s: float, near_share: float, seed:
 def _run(stream: list[str], plain: MixRuntime, cached: MixRuntime) -> dict[str, float]:
     times: dict[str, list[float]] = {"off": [], "on": []}
     hits = agree = 0
-    for query in stream:
-        for name, mix in (("off", plain), ("on", cached)) if len(times["off"]) % 2 else (("on", cached), ("off", plain)):
+    for i, query in enumerate(stream):
+        order = (("off", plain), ("on", cached)) if i % 2 else (("on", cached), ("off", plain))
+        for name, mix in order:
             start = time.perf_counter()
             decision = decide(mix, query, False)
             times[name].append(time.perf_counter() - start)
@@ -115,7 +116,8 @@ def main() -> None:
         f" bundled `route` mix (scorer `{spec.gate.scorer}`, encoder `{warm.scorer.encoder_name}`),"  # type: ignore[attr-defined]
         f" {args.n} queries per stream, cache on and off in alternation.",
         "",
-        "| traffic | p50 off ms | p50 on ms | p50 ratio on/off | mean off ms | mean on ms | mean ratio | hit rate | cached = fresh pick |",
+        "| traffic | p50 off ms | p50 on ms | p50 ratio on/off | mean off ms | mean on ms | mean ratio | hit rate "
+        "| cached = fresh pick |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, stream in streams.items():
