@@ -67,8 +67,6 @@ def feedback(args: argparse.Namespace) -> int:
     """Run `moai feedback RUN_ID SCORE`: store a user's score for a run."""
     from moai.usage import record_feedback
 
-    if not 0.0 <= args.score <= 1.0:
-        return _error(f"feedback score must be in [0, 1], got {args.score:g}")
     try:
         record_feedback(args.run_id, args.score, args.comment, db=args.db)
     except KeyError as err:
