@@ -13,7 +13,6 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
-from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite
@@ -21,7 +20,7 @@ from langgraph.types import Command, Overwrite
 from graphs.compile import build_graph, sync_and_async
 from mix_instructions import MixError, MixSpec, bundled_mixes, load_any, resolve_path
 from mix_instructions.schema import Arm, SplitSpec
-from nodes.context import MixContext
+from nodes.context import MixContext, caller
 from nodes.state import MixInput, MixOutput, MixState
 
 __all__ = ["arm_spec", "assign_arm", "build_split"]
@@ -70,9 +69,8 @@ def _make_split(spec: SplitSpec) -> Callable[..., Coroutine[Any, Any, Command[An
     by, arms = spec.split.by, spec.split.arms
 
     async def split(state: MixState, runtime: Runtime[MixContext]) -> Command[Any]:
-        context = runtime.context or MixContext()
-        configurable = get_config().get("configurable", {})
-        key = configurable.get("thread_id") if by == "thread" else context.user_id or configurable.get("user_id")
+        thread_id, user_id = caller(runtime.context)
+        key = thread_id if by == "thread" else user_id
         arm = assign_arm(spec.name, str(key) if key is not None else state["query"], arms)
         # The arm's records replace the previous turn's (a subgraph's output is added to these lists).
         update = {"arm": f"{spec.name}/{arm}", "calls": Overwrite([]), "trace": Overwrite([f"split:{arm}"])}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["MixContext"]
+from langgraph.config import get_config
+
+__all__ = ["MixContext", "caller"]
 
 
 @dataclass(kw_only=True)
@@ -24,3 +26,14 @@ class MixContext:
     user_id: str | None = field(
         default=None, metadata={"description": "Who asks: recorded with the run, and what an A/B split may key on."}
     )
+
+
+def caller(context: MixContext | None) -> tuple[str | None, str | None]:
+    """Return the thread and user of the run under way (call inside a node).
+
+    The thread is LangGraph's `configurable.thread_id`; the user is the context's `user_id`, else
+    `configurable.user_id`.
+    """
+    configurable = get_config().get("configurable", {})
+    user = context.user_id if context is not None and context.user_id else configurable.get("user_id")
+    return configurable.get("thread_id"), user

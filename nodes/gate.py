@@ -7,13 +7,12 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from langgraph.config import get_config
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite
 
 from nodes._dispatch import budget_of, route_to
 from nodes._runtime import MixRunError, MixRuntime
-from nodes.context import MixContext
+from nodes.context import MixContext, caller
 from nodes.state import GateDecision, MixState, RunInfo
 from scorer.select import excluded, is_sensitive, rank
 
@@ -72,14 +71,9 @@ def make_gate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, Command[Any]
 
     async def gate(state: MixState, runtime: Runtime[MixContext]) -> Command[Any]:
         context = runtime.context or MixContext()
-        configurable = get_config().get("configurable", {})
-        run = RunInfo(
-            run_id=context.run_id or str(uuid.uuid4()),
-            mix=mix.spec.name,
-            arm=state.get("arm"),
-            thread_id=configurable.get("thread_id"),
-            user_id=context.user_id or configurable.get("user_id"),
-        )
+        thread_id, user_id = caller(context)
+        run_id = context.run_id or str(uuid.uuid4())
+        run = RunInfo(run_id=run_id, mix=mix.spec.name, arm=state.get("arm"), thread_id=thread_id, user_id=user_id)
         row = {"mix": run["mix"], "arm": run["arm"], "thread_id": run["thread_id"], "user_id": run["user_id"]}
         row["query"] = state["query"]
         try:
