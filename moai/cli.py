@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import subprocess
@@ -60,15 +61,16 @@ async def _answer(args: argparse.Namespace) -> dict[str, Any]:
 
     context = MixContext(budget_usd=args.budget, top_k=args.top_k, user_id=args.user)
     state: dict[str, Any] = {"query": args.query, "sensitive": args.sensitive}
-    if args.thread is None:
-        graph = load_mix(args.mix, args.override)
-        return await (_stream(graph, state, context, {}) if args.stream else graph.ainvoke(state, context=context))
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    config: RunnableConfig = {}
+    async with contextlib.AsyncExitStack() as stack:
+        saver = None
+        if args.thread is not None:
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    path = threads_db()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    config: RunnableConfig = {"configurable": {"thread_id": args.thread}}
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+            path = threads_db()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
+            config = {"configurable": {"thread_id": args.thread}}
         graph = load_mix(args.mix, args.override, checkpointer=saver)
         if args.stream:
             return await _stream(graph, state, context, config)
