@@ -22,6 +22,7 @@ import asyncio
 import contextvars
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -183,11 +184,8 @@ class MixtureChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AIMessage:
         """Answer with the mix (see `BaseChatModel.invoke`)."""
-        config, run = self._begin(config)
-        try:
-            return super().invoke(input, config, stop=stop, **{_RUN: run, **kwargs})
-        finally:
-            self._parents.pop(run["run_id"], None)
+        with self._run_of(config, kwargs) as (config, kwargs):
+            return super().invoke(input, config, stop=stop, **kwargs)
 
     async def ainvoke(
         self,
@@ -198,11 +196,8 @@ class MixtureChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AIMessage:
         """Answer with the mix (see `BaseChatModel.ainvoke`)."""
-        config, run = self._begin(config)
-        try:
-            return await super().ainvoke(input, config, stop=stop, **{_RUN: run, **kwargs})
-        finally:
-            self._parents.pop(run["run_id"], None)
+        with self._run_of(config, kwargs) as (config, kwargs):
+            return await super().ainvoke(input, config, stop=stop, **kwargs)
 
     def stream(
         self,
@@ -213,11 +208,8 @@ class MixtureChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
         """Stream the final answer's tokens; the last chunk carries usage and metadata."""
-        config, run = self._begin(config)
-        try:
-            yield from super().stream(input, config, stop=stop, **{_RUN: run, **kwargs})
-        finally:
-            self._parents.pop(run["run_id"], None)
+        with self._run_of(config, kwargs) as (config, kwargs):
+            yield from super().stream(input, config, stop=stop, **kwargs)
 
     async def astream(
         self,
@@ -228,25 +220,29 @@ class MixtureChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
         """Stream the final answer's tokens; the last chunk carries usage and metadata."""
-        config, run = self._begin(config)
-        try:
-            async for chunk in super().astream(input, config, stop=stop, **{_RUN: run, **kwargs}):
+        with self._run_of(config, kwargs) as (config, kwargs):
+            async for chunk in super().astream(input, config, stop=stop, **kwargs):
                 yield chunk
-        finally:
-            self._parents.pop(run["run_id"], None)
 
-    def _begin(self, config: RunnableConfig | None) -> tuple[RunnableConfig, _Run]:
-        """Fix a call's run id in its config; return the config and what `_prepare` will need of it.
+    @contextmanager
+    def _run_of(
+        self, config: RunnableConfig | None, kwargs: dict[str, Any]
+    ) -> Iterator[tuple[RunnableConfig, dict[str, Any]]]:
+        """Fix a call's run id in its config; yield the config and the keyword arguments for LangChain.
 
         LangChain opens the run with this id, but hands `_stream` neither it nor a run manager: the
-        id and thread go on as a keyword argument, the callbacks (not a value to trace) in `_parents`.
+        id and thread go on as a keyword argument, the callbacks (not a value to trace) in `_parents`
+        while the call lasts.
         """
         config = ensure_config(config)
         config["run_id"] = run_id = config.get("run_id") or uuid.uuid4()
         configurable = config.get("configurable", {})
         run = _Run(run_id=str(run_id), thread_id=configurable.get("thread_id"), user_id=configurable.get("user_id"))
-        self._parents[str(run_id)] = config.get("callbacks")
-        return config, run
+        self._parents[run["run_id"]] = config.get("callbacks")
+        try:
+            yield config, {_RUN: run, **kwargs}
+        finally:
+            self._parents.pop(run["run_id"], None)
 
     # What LangChain calls.
 
