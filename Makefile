@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[local,dev]"
 	# The gate's static encoder: its token table is distilled from the wheel's MiniLM once (about 30 s).
-	$(PY) -m scorer.static_encoder
+	$(VENV)/bin/moai scorer build-encoder --quiet
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -4,7 +4,7 @@ Traffic: a stream of N queries drawn from D distinct MMLU test questions (from /
 or $MOAI_QA_DIR) with Zipf-like popularity (weight 1/rank^s), as real traffic repeats its popular
 questions; a share of the repeats are near-duplicates (case, spacing and punctuation changed), which only
 the similarity tier can catch. A second stream of N all-distinct questions shows what the cache costs
-when it never hits. Each stream goes through `nodes.gate.decide` on two `MixRuntime`s of the same mix
+when it never hits. Each stream goes through `moai.nodes.gate.decide` on two `MixRuntime`s of the same mix
 (shipped learned scorer, same encoder): `gate.cache: null` and `gate.cache: {similarity 0.95}`, in
 alternation, so machine noise falls on both alike. Reported: p50 and mean time per query, their ratio,
 hit rate (exact and near), and how often a cached decision picks the model a fresh one picks.
@@ -19,17 +19,16 @@ import csv
 import os
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from moai.api import mix_runtime
+from moai.mix_instructions import load_spec
+from moai.mix_instructions.schema import RoutingCache
+from moai.nodes.gate import decide
+from moai.nodes.runtime import MixRuntime
 
-from mix_instructions import load_spec  # noqa: E402
-from mix_instructions.schema import RoutingCache  # noqa: E402
-from nodes._runtime import MixRuntime  # noqa: E402
-from nodes.gate import decide  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 QA_DIR = Path(os.environ.get("MOAI_QA_DIR", "/work/shared/data/qa"))
 
@@ -106,7 +105,7 @@ def main() -> None:
         ),
         "all distinct (the cache never hits)": questions[args.distinct :],
     }
-    warm = MixRuntime(off)
+    warm = mix_runtime(off)
     for query in questions[:20]:
         decide(warm, query, False)  # load the encoder and the scorer once, outside the timings
     lines = [
@@ -121,7 +120,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, stream in streams.items():
-        r = _run(stream, MixRuntime(off), MixRuntime(on))
+        r = _run(stream, mix_runtime(off), mix_runtime(on))
         lines.append(
             f"| {label} | {r['p50_off_ms']:.2f} | {r['p50_on_ms']:.2f} | {r['p50_on_ms'] / r['p50_off_ms']:.2f} "
             f"| {r['mean_off_ms']:.2f} | {r['mean_on_ms']:.2f} | {r['mean_on_ms'] / r['mean_off_ms']:.2f} "

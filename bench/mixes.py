@@ -3,7 +3,7 @@
 Variants: each local model of the bundled pool alone (a one-step mix whose gate may pick only that model,
 so the gate, the call records and the graph are the same machinery as the mixes'), then every bundled mix
 (`moai.api.load_mix(name)`), all on the embedded local models. They answer the same fixed, seeded sample
-of N MMLU and N GSM8K questions (`scorer.grade`'s loaders and prompts), graded by exact match: the letter
+of N MMLU and N GSM8K questions (`moai.scorer.data.qa`'s loaders and prompts), graded by exact match: the letter
 for MMLU, the number for GSM8K.
 
 Questions run one at a time (MMLU and GSM8K alternating), in the same order for every variant, and the
@@ -35,13 +35,10 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from mix_instructions.load import BUNDLED_DIR, bundled_mixes, parse_spec  # noqa: E402
-from moai.api import build_mix, load_mix  # noqa: E402
-from nodes._runtime import MixRunError  # noqa: E402
-from scorer.grade import (  # noqa: E402
+from moai.api import build_mix, load_mix
+from moai.errors import MixRunError
+from moai.mix_instructions.load import BUNDLED_DIR, bundled_mixes, parse_spec
+from moai.scorer.data.qa import (
     extract_choice,
     extract_number,
     grade_choice,
@@ -51,6 +48,8 @@ from scorer.grade import (  # noqa: E402
     load_mmlu,
     mmlu_prompt,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DATA = ROOT.parent / "shared" / "data" / "qa"
 POOL_MIX = "route"  # the bundled mix whose pool the single-model variants use

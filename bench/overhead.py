@@ -42,14 +42,13 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, Send
 from typing_extensions import TypedDict
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from moai import providers
+from moai.api import build_mix
+from moai.mix_instructions.load import parse_spec
+from moai.nodes.prompts import ANSWER, REFERENCES
+from moai.providers.fake import ScriptedChatModel
 
-from mix_instructions.load import parse_spec  # noqa: E402
-from moai import providers  # noqa: E402
-from moai.api import build_mix  # noqa: E402
-from moai.fake import ScriptedChatModel  # noqa: E402
-from nodes._prompts import ANSWER, REFERENCES  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MIX = """
 name: overhead

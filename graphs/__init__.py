@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from graphs.compile import build_graph
+from moai.graphs.compile import build_graph
 
 __all__ = ["build_graph"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,16 +12,16 @@ from typing import Any
 from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph import END, START, StateGraph
 
-from mix_instructions._check import check_mix, step_successors
-from mix_instructions.schema import JudgeStep, MixSpec, ProposeStep
-from nodes._runtime import MixRuntime
-from nodes.aggregate import make_aggregate
-from nodes.context import MixContext
-from nodes.gate import make_gate
-from nodes.judge import make_judge
-from nodes.propose import make_propose
-from nodes.state import MixInput, MixOutput, MixState
-from nodes.stop import make_next_layer
+from moai.mix_instructions.check import check_mix, step_successors
+from moai.mix_instructions.schema import JudgeStep, ProposeStep
+from moai.nodes.aggregate import make_aggregate
+from moai.nodes.context import MixContext
+from moai.nodes.gate import make_gate
+from moai.nodes.judge import make_judge
+from moai.nodes.propose import make_propose
+from moai.nodes.runtime import MixRuntime
+from moai.nodes.state import MixInput, MixOutput, MixState
+from moai.nodes.stop import make_next_layer
 
 __all__ = ["build_graph", "sync_and_async"]
 
@@ -50,22 +49,21 @@ def sync_and_async(afunc: Callable[..., Awaitable[Any]]) -> RunnableCallable:
     return RunnableCallable(func, afunc, name=afunc.__name__)
 
 
-def build_graph(
-    spec: MixSpec, source: str = "<mix>", usage_db: str | os.PathLike[str] | None = None
-) -> StateGraph[MixState, MixContext, MixInput, MixOutput]:
+def build_graph(mix: MixRuntime) -> StateGraph[MixState, MixContext, MixInput, MixOutput]:
     """Return the uncompiled graph of a mix, so the caller picks the checkpointer.
 
     Every step becomes a node named after it. A propose step is entered by one `Send` per model; what
     follows it (a judge, the aggregator, or a `before_<step>` join when another propose step follows)
     runs once: every `Send` of a layer runs in the same superstep, so no node needs `defer` (which
     would also make LangGraph draw false edges into it). A judge's `otherwise` edge closes a loop.
-    Every model call is recorded in the usage database `usage_db` (see `moai.usage.resolve_db`).
+    The runtime `mix` carries what the nodes share: the spec, its scorer, chat-model factory and recorder.
 
     Raises:
-        MixError: A reference or the shape of the steps is wrong; the message names `source` and the field.
+        MixError: A reference or the shape of the steps is wrong; the message names the mix's
+            source and the field.
     """
+    spec, source = mix.spec, mix.source
     check_mix(spec, source)
-    mix = MixRuntime(spec, source, usage_db)
     successors = step_successors(spec)
     propose_steps = {step.name for step in spec.steps if isinstance(step, ProposeStep)}
     builder = StateGraph(MixState, context_schema=MixContext, input_schema=MixInput, output_schema=MixOutput)

@@ -8,7 +8,6 @@ the arm that answers it). The arm a run takes is recorded in every usage row as 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,13 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite
 
-from graphs.compile import build_graph, sync_and_async
-from mix_instructions import MixError, MixSpec, bundled_mixes, load_any, resolve_path
-from mix_instructions.schema import Arm, SplitSpec
-from nodes.context import MixContext, caller
-from nodes.state import MixInput, MixOutput, MixState
+from moai.errors import MixError
+from moai.graphs.compile import build_graph, sync_and_async
+from moai.mix_instructions import MixSpec, bundled_mixes, load_any, resolve_path
+from moai.mix_instructions.schema import Arm, SplitSpec
+from moai.nodes.context import MixContext, caller
+from moai.nodes.runtime import MixRuntime
+from moai.nodes.state import MixInput, MixOutput, MixState
 
 __all__ = ["arm_spec", "assign_arm", "build_split"]
 
@@ -80,9 +81,11 @@ def _make_split(spec: SplitSpec) -> Callable[..., Coroutine[Any, Any, Command[An
 
 
 def build_split(
-    spec: SplitSpec, source: str = "<split>", usage_db: str | os.PathLike[str] | None = None
+    spec: SplitSpec, runtime: Callable[[MixSpec, str], MixRuntime], source: str = "<split>"
 ) -> StateGraph[MixState, MixContext, MixInput, MixOutput]:
     """Return the uncompiled graph of an A/B split: `split` -> one subgraph node per arm.
+
+    `runtime(mix, source)` gives each arm's runtime (the surface hands in its models and recorder).
 
     Raises:
         MixError: An arm's name is not a valid node name, or its mix is wrong (see `arm_spec`).
@@ -94,6 +97,6 @@ def build_split(
         if name == "split":
             raise MixError(source, "split.arms.split", "'split' is the name of the node that assigns the arms")
         mix, mix_source = arm_spec(spec, name, source)
-        builder.add_node(name, build_graph(mix, mix_source, usage_db).compile(checkpointer=True, name=name))
+        builder.add_node(name, build_graph(runtime(mix, mix_source)).compile(checkpointer=True, name=name))
         builder.add_edge(name, END)
     return builder

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from mix_instructions.errors import MixError
-from mix_instructions.load import bundled_mixes, json_schema, load_any, load_spec, resolve_path
-from mix_instructions.schema import MixSpec, SplitSpec
+from moai.mix_instructions.load import bundled_mixes, json_schema, load_any, load_spec, resolve_path
+from moai.mix_instructions.schema import MixSpec, SplitSpec
 
 __all__ = [
-    "MixError",
     "MixSpec",
     "SplitSpec",
     "bundled_mixes",

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from mix_instructions._check import check_mix
-from mix_instructions.errors import MixError
-from mix_instructions.schema import Arm, JudgeStep, MixSpec, ModelSpec, Proposer, ProposeStep, Split, SplitSpec
+from moai.errors import MixError
+from moai.mix_instructions.check import check_mix
+from moai.mix_instructions.schema import Arm, JudgeStep, MixSpec, ModelSpec, Proposer, ProposeStep, Split, SplitSpec
 
 __all__ = ["BUNDLED_DIR", "bundled_mixes", "json_schema", "load_any", "load_spec", "resolve_path"]
 

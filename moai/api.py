@@ -10,11 +10,12 @@ from typing import Any
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from graphs.compile import build_graph
-from graphs.split import build_split
-from mix_instructions import MixSpec, SplitSpec, load_any, resolve_path
+from moai.graphs.compile import build_graph
+from moai.graphs.split import build_split
+from moai.mix_instructions import MixSpec, SplitSpec, load_any, resolve_path
+from moai.nodes.runtime import MixRuntime
 
-__all__ = ["build_mix", "load_mix", "threads_db"]
+__all__ = ["build_mix", "load_mix", "mix_runtime", "threads_db"]
 
 
 def threads_db() -> Path:
@@ -61,9 +62,24 @@ def load_mix(
     return graph.compile(name=spec.name, **compile_kwargs)
 
 
+def mix_runtime(spec: MixSpec, source: str = "<mix>", usage_db: str | os.PathLike[str] | None = None) -> MixRuntime:
+    """Return the runtime a mix's nodes share, with moai's providers and its usage monitor.
+
+    Args:
+        spec: The mix.
+        source: Where it came from, for messages.
+        usage_db: As for `load_mix`.
+    """
+    from moai.providers import make_chat_model
+    from moai.usage import monitor_for, resolve_db
+
+    db = resolve_db(usage_db)
+    return MixRuntime(spec, make_chat_model, source, monitor_for(db) if db else None)
+
+
 def _build(
     spec: MixSpec | SplitSpec, source: str, usage_db: str | os.PathLike[str] | None
 ) -> StateGraph[Any, Any, Any, Any]:
     if isinstance(spec, SplitSpec):
-        return build_split(spec, source, usage_db)
-    return build_graph(spec, source, usage_db)
+        return build_split(spec, lambda mix, mix_source: mix_runtime(mix, mix_source, usage_db), source)
+    return build_graph(mix_runtime(spec, source, usage_db))

@@ -56,10 +56,10 @@ from langgraph.types import StreamMode
 from pydantic import PrivateAttr
 from typing_extensions import TypedDict
 
-from mix_instructions import MixSpec
 from moai.api import build_mix, load_mix
-from nodes.context import MixContext
-from nodes.state import Call, GateDecision, MixInput
+from moai.mix_instructions import MixSpec
+from moai.nodes.context import MixContext
+from moai.nodes.state import Call, GateDecision, MixInput
 
 __all__ = ["MixtureChatModel"]
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from nodes.aggregate import make_aggregate
-from nodes.context import MixContext
-from nodes.gate import make_gate
-from nodes.judge import make_judge
-from nodes.propose import make_propose
-from nodes.state import Call, GateDecision, MixInput, MixOutput, MixState, Proposal, ProposeTask, Verdict
-from nodes.stop import make_next_layer, stop_reason
+from moai.nodes.aggregate import make_aggregate
+from moai.nodes.context import MixContext
+from moai.nodes.gate import make_gate
+from moai.nodes.judge import make_judge
+from moai.nodes.propose import make_propose
+from moai.nodes.state import Call, GateDecision, MixInput, MixOutput, MixState, Proposal, ProposeTask, Verdict
+from moai.nodes.stop import make_next_layer, stop_reason
 
 __all__ = [
     "Call",

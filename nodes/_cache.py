@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from mix_instructions.schema import RoutingCache
-from scorer import Predictor
-from scorer._base import ScorePredictor
+from moai.mix_instructions.schema import RoutingCache
+from moai.scorer import Predictor
+from moai.scorer.predictors.base import ScorePredictor
 
 __all__ = ["ScoreCache"]
 

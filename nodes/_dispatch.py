@@ -7,10 +7,10 @@ from typing import Any
 
 from langgraph.types import Send
 
-from mix_instructions.schema import JudgeStep, ProposeStep
-from nodes._runtime import MixRuntime
-from nodes.context import MixContext
-from nodes.state import ProposeTask
+from moai.mix_instructions.schema import JudgeStep, ProposeStep
+from moai.nodes.context import MixContext
+from moai.nodes.runtime import MixRuntime
+from moai.nodes.state import ProposeTask
 
 __all__ = ["budget_of", "remaining_budget", "route_to"]
 

@@ -9,13 +9,13 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.runtime import Runtime
 
-from nodes._call import call_model
-from nodes._dispatch import budget_of, remaining_budget
-from nodes._prompts import aggregate_messages
-from nodes._runtime import MixRuntime, nothing_answered
-from nodes.context import MixContext
-from nodes.state import Call, MixState, Proposal
-from scorer.select import call_cost
+from moai.nodes._dispatch import budget_of, remaining_budget
+from moai.nodes.call import call_model
+from moai.nodes.context import MixContext
+from moai.nodes.prompts import aggregate_messages
+from moai.nodes.runtime import MixRuntime, nothing_answered
+from moai.nodes.state import Call, MixState, Proposal
+from moai.scorer.select import call_cost
 
 __all__ = ["best_proposal", "make_aggregate"]
 

@@ -10,11 +10,12 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite
 
-from nodes._dispatch import budget_of, route_to
-from nodes._runtime import MixRunError, MixRuntime
-from nodes.context import MixContext, caller
-from nodes.state import GateDecision, MixState, RunInfo
-from scorer.select import excluded, is_sensitive, rank
+from moai.errors import MixRunError
+from moai.nodes._dispatch import budget_of, route_to
+from moai.nodes.context import MixContext, caller
+from moai.nodes.runtime import MixRuntime
+from moai.nodes.state import GateDecision, MixState, RunInfo
+from moai.scorer.select import excluded, is_sensitive, rank
 
 __all__ = ["decide", "make_gate"]
 

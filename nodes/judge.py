@@ -9,15 +9,15 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from mix_instructions._check import step_successors
-from mix_instructions.schema import JudgeStep
-from nodes._call import call_model
-from nodes._dispatch import budget_of, remaining_budget, route_to
-from nodes._prompts import judge_messages, parse_judgement
-from nodes._runtime import MixRuntime, nothing_answered
-from nodes.context import MixContext
-from nodes.state import Call, MixState, Proposal, Verdict
-from nodes.stop import stop_reason
+from moai.mix_instructions.check import step_successors
+from moai.mix_instructions.schema import JudgeStep
+from moai.nodes._dispatch import budget_of, remaining_budget, route_to
+from moai.nodes.call import call_model
+from moai.nodes.context import MixContext
+from moai.nodes.prompts import judge_messages, parse_judgement
+from moai.nodes.runtime import MixRuntime, nothing_answered
+from moai.nodes.state import Call, MixState, Proposal, Verdict
+from moai.nodes.stop import stop_reason
 
 __all__ = ["make_judge"]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mix_instructions.schema import ProposeStep
-from nodes._call import call_model
-from nodes._prompts import parse_confidence, propose_messages
-from nodes._runtime import MixRuntime
-from nodes.state import Proposal, ProposeTask
+from moai.mix_instructions.schema import ProposeStep
+from moai.nodes.call import call_model
+from moai.nodes.prompts import parse_confidence, propose_messages
+from moai.nodes.runtime import MixRuntime
+from moai.nodes.state import Proposal, ProposeTask
 
 __all__ = ["make_propose"]
 

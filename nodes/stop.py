@@ -8,11 +8,11 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from mix_instructions.schema import JudgeStep
-from nodes._dispatch import budget_of, route_to
-from nodes._runtime import MixRuntime
-from nodes.context import MixContext
-from nodes.state import MixState
+from moai.mix_instructions.schema import JudgeStep
+from moai.nodes._dispatch import budget_of, route_to
+from moai.nodes.context import MixContext
+from moai.nodes.runtime import MixRuntime
+from moai.nodes.state import MixState
 
 __all__ = ["make_next_layer", "stop_reason"]
 

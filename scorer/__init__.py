@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from scorer.priors import PriorScorer
-from scorer.select import excluded, is_sensitive, rank
+from moai.scorer.predictors.priors import PriorScorer
+from moai.scorer.select import excluded, is_sensitive, rank
 
 __all__ = ["Predictor", "PriorScorer", "excluded", "is_sensitive", "rank"]
 

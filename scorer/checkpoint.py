@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from scorer._base import ScorePredictor
-from scorer.registry import predictor_class
+from moai.scorer.predictors.base import ScorePredictor
+from moai.scorer.predictors.registry import predictor_class
 
 __all__ = ["FORMAT", "METADATA", "WEIGHTS", "load", "read_metadata", "save"]
 

@@ -6,12 +6,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scorer.checkpoint import METADATA
+from moai.errors import MixError
+from moai.mix_instructions.schema import MixSpec
+from moai.scorer.checkpoint import METADATA
 
 if TYPE_CHECKING:
-    from scorer import Predictor
+    from moai.scorer import Predictor
 
-__all__ = ["BUNDLED", "bundled_checkpoints", "load_scorer", "missing_models", "resolve_checkpoint"]
+__all__ = ["BUNDLED", "bundled_checkpoints", "check_scorer", "load_scorer", "missing_models", "resolve_checkpoint"]
 
 BUNDLED = Path(__file__).parent / "bundled"
 """Checkpoints shipped with the package, named `bundled:<folder>` in a mix."""
@@ -42,18 +44,36 @@ def resolve_checkpoint(ref: str, mix_file: str | None = None) -> Path:
 
 def load_scorer(ref: str, quality: Mapping[str, float], mix_file: str | None = None) -> Predictor:
     """Return the predictor a mix names: 'priors' (the declared `quality` of each model) or a checkpoint."""
-    from scorer.priors import PriorScorer
+    from moai.scorer.predictors.priors import PriorScorer
 
     if ref == "priors":
         return PriorScorer(quality)
-    from scorer.checkpoint import load
+    from moai.scorer.checkpoint import load
 
     return load(resolve_checkpoint(ref, mix_file))
 
 
 def missing_models(path: Path, models: Sequence[str]) -> list[str]:
     """Return the models of `models` the checkpoint at `path` cannot score."""
-    from scorer.checkpoint import read_metadata
+    from moai.scorer.checkpoint import read_metadata
 
     known = set(read_metadata(path)["models"])
     return [m for m in models if m not in known]
+
+
+def check_scorer(spec: MixSpec, source: str = "<mix>") -> None:
+    """Raise MixError if the mix's `gate.scorer` names no checkpoint, or one that cannot score its candidates."""
+    if spec.gate.scorer == "priors":
+        return
+    try:
+        checkpoint = resolve_checkpoint(spec.gate.scorer, source)
+    except ValueError as err:
+        raise MixError(source, "gate.scorer", str(err)) from None
+    candidates = spec.gate.candidates if spec.gate.candidates is not None else list(spec.models)
+    if unknown := missing_models(checkpoint, candidates):
+        raise MixError(
+            source,
+            "gate.scorer",
+            f"the checkpoint cannot score {', '.join(unknown)}: add them with `moai scorer add-model` "
+            "or leave them out of gate.candidates",
+        )

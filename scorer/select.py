@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from mix_instructions.schema import Constraints, ModelSpec, SensitiveRule
+from moai.mix_instructions.schema import Constraints, ModelSpec, SensitiveRule
 
 __all__ = ["call_cost", "excluded", "is_sensitive", "rank", "worst_case_co2e"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from mix_instructions import MixSpec, load_spec
+from moai.mix_instructions import MixSpec, load_spec
 
 
 def with_fake_models(spec: MixSpec, replies: Mapping[str, Sequence[str]]) -> MixSpec:

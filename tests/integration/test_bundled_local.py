@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mix_instructions import bundled_mixes
 from moai.api import load_mix
 from moai.cli import main
+from moai.mix_instructions import bundled_mixes
 
 pytestmark = pytest.mark.integration
 

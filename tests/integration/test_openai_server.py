@@ -34,9 +34,9 @@ from _faults import FaultProxy  # noqa: E402  (tests/integration is not a packag
 from langchain_core.messages import AIMessageChunk  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 
-from mix_instructions.load import parse_spec  # noqa: E402
 from moai.api import build_mix  # noqa: E402
-from nodes._runtime import MixRunError  # noqa: E402
+from moai.errors import MixRunError  # noqa: E402
+from moai.mix_instructions.load import parse_spec  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -44,7 +44,7 @@ FAKE_GRAPH_SOURCE = textwrap.dedent(
     f'''
     """fake_moa: three scripted proposers and a scripted aggregator (no model, no network)."""
 
-    from mix_instructions import MixSpec
+    from moai.mix_instructions import MixSpec
     from moai.api import build_mix
 
     SPEC = MixSpec.model_validate(

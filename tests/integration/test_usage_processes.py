@@ -12,8 +12,7 @@ from moai.usage import UsageStore
 ROOT = Path(__file__).resolve().parents[2]
 
 WORKER = """
-import asyncio, json, sys
-sys.path.insert(0, {tests!r})
+import asyncio, json
 from fakes import fake_bundled
 from moai import build_mix
 
@@ -26,8 +25,9 @@ print(json.dumps(sum(len(r["calls"]) for r in asyncio.run(main()))))
 
 def test_concurrent_processes_lose_no_record(tmp_path: Path) -> None:
     db = str(tmp_path / "usage.db")
-    script = WORKER.format(tests=str(ROOT / "tests"), db=db)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no MOAI_USAGE_DB: the path given is used
+    script = WORKER.format(db=db)
+    # No MOAI_USAGE_DB: the path given is used. PYTHONPATH: the tests' fakes, as pytest's `pythonpath` has it.
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT / "tests")}
     workers = [
         subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env, cwd=ROOT) for _ in range(4)
     ]

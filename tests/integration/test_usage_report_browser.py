@@ -28,7 +28,7 @@ import pytest
 import moai
 import moai.providers
 from moai.cli import main
-from moai.fake import ScriptedChatModel
+from moai.providers.fake import ScriptedChatModel
 from moai.usage import monitor_for, record_feedback
 from moai.usage.report import CHARTS
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from fakes import fake_bundled
 
-from mix_instructions import MixSpec, bundled_mixes, load_any, load_spec
 from moai.api import build_mix
+from moai.mix_instructions import MixSpec, bundled_mixes, load_any, load_spec
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
@@ -113,8 +113,8 @@ async def test_a_loop_with_no_readable_judgement_stops_instead_of_repeating_itse
 
 @pytest.mark.parametrize("name", ["route", "routemoa"])
 async def test_route_and_routemoa_gate_on_the_shipped_learned_scorer(name: str) -> None:
-    from scorer.checkpoint import load
-    from scorer.locate import resolve_checkpoint
+    from moai.scorer.checkpoint import load
+    from moai.scorer.locate import resolve_checkpoint
 
     spec = load_spec(name)
     assert spec.gate.scorer == "bundled:local-pool"

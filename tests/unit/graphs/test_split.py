@@ -11,10 +11,11 @@ import pytest
 import yaml
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graphs.split import assign_arm
-from mix_instructions import MixError, load_spec
-from mix_instructions.schema import Arm
 from moai import load_mix
+from moai.errors import MixError
+from moai.graphs.split import assign_arm
+from moai.mix_instructions import load_spec
+from moai.mix_instructions.schema import Arm
 from moai.usage import UsageStore, monitor_for, resolve_db
 
 POOL = {

@@ -11,9 +11,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphs.compile import build_graph
-from mix_instructions import MixError, bundled_mixes, load_spec
-from mix_instructions.load import parse_spec
+from moai.api import mix_runtime
+from moai.errors import MixError
+from moai.graphs.compile import build_graph
+from moai.mix_instructions import bundled_mixes, load_spec
+from moai.mix_instructions.load import parse_spec
 
 GOOD_MODELS: dict[str, dict[str, Any]] = {
     "gpt": {"provider": "openai", "model": "gpt-4o-mini", "api_key": "${OPENAI_API_KEY}"},
@@ -245,7 +247,7 @@ CASES: dict[str, Case] = {
 
 def _load_and_compile(path: Path) -> None:
     spec = load_spec(path)
-    build_graph(spec, str(path)).compile()
+    build_graph(mix_runtime(spec, str(path))).compile()
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
@@ -369,4 +371,4 @@ def test_whatever_loads_compiles(steps: list[dict[str, Any]], mode: str) -> None
     except MixError as err:
         assert err.source == "random.yaml" and err.field.split(".")[0] in {"steps", "aggregate"}
         return
-    build_graph(spec, "random.yaml").compile().get_graph()
+    build_graph(mix_runtime(spec, "random.yaml")).compile().get_graph()

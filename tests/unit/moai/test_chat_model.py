@@ -20,8 +20,8 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import create_react_agent
 
 from moai import MixRunError, MixtureChatModel
+from moai.nodes.state import Call
 from moai.usage import UsageStore, monitor_for
-from nodes.state import Call
 
 pytestmark = pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mix_instructions import bundled_mixes, json_schema
 from moai.cli import main
+from moai.mix_instructions import bundled_mixes, json_schema
 
 FAKE_MIX = """
 name: fake
@@ -87,7 +87,7 @@ def test_bad_mix_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFix
 
 @pytest.mark.parametrize("name", bundled_mixes())
 def test_graph_prints_mermaid_with_every_step(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from mix_instructions import MixSpec, load_any
+    from moai.mix_instructions import MixSpec, load_any
 
     assert main(["graph", name]) == 0
     out = capsys.readouterr().out

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mix_instructions import MixError, bundled_mixes, load_spec
-from mix_instructions.load import BUNDLED_DIR
 from moai.cli import main
+from moai.errors import MixError
+from moai.mix_instructions import bundled_mixes, load_spec
+from moai.mix_instructions.load import BUNDLED_DIR
 
 BUNDLED_FILES = sorted(BUNDLED_DIR.glob("*.yaml"))
 GOOD = """\

@@ -13,14 +13,14 @@ import pytest
 from fakes import fake_bundled
 
 import moai
-import scorer._base
-import scorer.cli
+import moai.cli.scorer
+import moai.scorer.predictors.base
 from moai.cli import main
+from moai.scorer.checkpoint import load, read_metadata
+from moai.scorer.data.routing import load as load_routing
 from moai.usage import UsageStore, monitor_for, record_feedback
 from moai.usage.export import feedback_lines
 from moai.usage.report import read_usage
-from scorer.checkpoint import load, read_metadata
-from scorer.data import load as load_routing
 
 T0 = 1_750_000_000.0
 
@@ -168,8 +168,8 @@ def test_learning_loop_feedback_export_train_and_route(
 ) -> None:
     """Real runs, users' feedback, export, `moai scorer train`, and the trained checkpoint back in a gate."""
     encoder = BagOfWords()
-    monkeypatch.setattr(scorer.cli, "_encoder", lambda name, truncate: encoder)
-    monkeypatch.setattr(scorer._base, "encoder_from_name", lambda name: encoder)
+    monkeypatch.setattr(moai.cli.scorer, "_encoder", lambda name, truncate: encoder)
+    monkeypatch.setattr(moai.scorer.predictors.base, "encoder_from_name", lambda name: encoder)
     # smol answers everything; gemma fails on every third call (smol stands in): its runs still differ.
     spec = fake_bundled("moa", {"gemma": ["gemma: {query}", "gemma: {query}", "!fail down"]})
     graph = moai.build_mix(spec, usage_db=db).compile()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nodes._breaker import CircuitBreaker
+from moai.nodes._breaker import CircuitBreaker
 
 
 def test_the_circuit_opens_after_consecutive_failures_and_half_opens_after_the_cooldown() -> None:

@@ -17,16 +17,17 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables.config import var_child_runnable_config
 
-from graphs.compile import build_graph
-from mix_instructions.load import parse_spec
-from mix_instructions.schema import MixSpec, ModelSpec
 from moai import providers
-from moai.fake import ScriptedChatModel
-from nodes._call import worst_case_cost
-from nodes._runtime import MixRunError, MixRuntime
-from nodes.context import MixContext
-from nodes.state import MixInput
-from scorer.select import call_cost
+from moai.api import mix_runtime
+from moai.errors import MixRunError
+from moai.graphs.compile import build_graph
+from moai.mix_instructions.load import parse_spec
+from moai.mix_instructions.schema import MixSpec, ModelSpec
+from moai.nodes.call import worst_case_cost
+from moai.nodes.context import MixContext
+from moai.nodes.state import MixInput
+from moai.providers.fake import ScriptedChatModel
+from moai.scorer.select import call_cost
 
 TIERS = ("local", "private_cloud", "third_party")
 REPLIES = (
@@ -193,7 +194,7 @@ def scenarios(draw: st.DrawFn, *, sensitive: bool | None = None, budgeted: bool 
 
 def _run(spec: MixSpec, scenario: Scenario) -> dict[str, Any] | None:
     """Run a query; None when the mix raised MixRunError (any other exception fails the test)."""
-    graph = build_graph(spec).compile()
+    graph = build_graph(mix_runtime(spec)).compile()
     state = MixInput(query=scenario.query, sensitive=scenario.flagged)
     try:
         result: dict[str, Any] = asyncio.run(graph.ainvoke(state, context=scenario.context))
@@ -212,7 +213,7 @@ def _cost(spec: MixSpec, invocation: Invocation) -> float:
 
 def _no_call_could_overrun(spec: MixSpec, seen: list[Invocation], budget: float) -> None:
     """Each superstep starts only calls whose worst cases, one per task, fit what earlier steps left."""
-    runtime = MixRuntime(spec)
+    runtime = mix_runtime(spec)
     spent = 0.0
     for step in sorted({i.task[0] for i in seen}):
         worst: dict[str, float] = defaultdict(float)

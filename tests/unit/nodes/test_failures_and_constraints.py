@@ -7,13 +7,14 @@ from typing import Any
 import pytest
 from langchain_core.messages import HumanMessage
 
-from graphs.compile import build_graph
-from mix_instructions.load import parse_spec
-from moai.fake import ScriptedChatModel
-from nodes._call import call_model
-from nodes._runtime import MixRunError, MixRuntime
-from nodes.context import MixContext
-from nodes.state import RunInfo
+from moai.api import mix_runtime
+from moai.errors import MixRunError
+from moai.graphs.compile import build_graph
+from moai.mix_instructions.load import parse_spec
+from moai.nodes.call import call_model
+from moai.nodes.context import MixContext
+from moai.nodes.state import RunInfo
+from moai.providers.fake import ScriptedChatModel
 
 RUN = RunInfo(run_id="r1", mix="m", arm=None, thread_id=None, user_id=None)
 
@@ -29,7 +30,7 @@ def spec(models: dict[str, Any], steps: list[dict[str, Any]] | None = None, **ex
 
 
 async def test_a_failing_model_falls_back_in_order_and_every_attempt_is_recorded() -> None:
-    mix = MixRuntime(
+    mix = mix_runtime(
         spec(
             {
                 "a": {"replies": ["!fail 503"], "fallbacks": ["b", "c"]},
@@ -51,7 +52,7 @@ async def test_a_failing_model_falls_back_in_order_and_every_attempt_is_recorded
 
 
 async def test_a_slow_model_times_out_and_its_fallback_answers() -> None:
-    mix = MixRuntime(spec({"slow": {"timeout_s": 0.05, "fallbacks": ["fast"]}, "fast": {"replies": ["quick"]}}))
+    mix = mix_runtime(spec({"slow": {"timeout_s": 0.05, "fallbacks": ["fast"]}, "fast": {"replies": ["quick"]}}))
     mix.use_model("slow", ScriptedChatModel(replies=["late"], delay_s=5))
     reply, model, calls = await call_model(
         mix, "n", "slow", [HumanMessage("q")], sensitive=False, allowance_usd=None, run=RUN
@@ -61,7 +62,7 @@ async def test_a_slow_model_times_out_and_its_fallback_answers() -> None:
 
 
 async def test_a_transient_error_is_retried_with_the_same_model() -> None:
-    mix = MixRuntime(spec({"flaky": {"replies": ["!unavailable 503", "back"], "retries": 2, "backoff_s": 0}}))
+    mix = mix_runtime(spec({"flaky": {"replies": ["!unavailable 503", "back"], "retries": 2, "backoff_s": 0}}))
     reply, model, calls = await call_model(
         mix, "n", "flaky", [HumanMessage("q")], sensitive=False, allowance_usd=None, run=RUN
     )
@@ -74,7 +75,7 @@ async def test_a_model_that_keeps_failing_is_put_in_cooldown_and_the_gate_stops_
         {"best": {"quality": 0.9, "replies": ["!fail broken"], "fallbacks": ["next"]}, "next": {"replies": ["N"]}},
         circuit={"failures": 2, "cooldown_s": 3600},
     )
-    graph = build_graph(mix).compile()
+    graph = build_graph(mix_runtime(mix)).compile()
     for _ in range(2):
         result = await graph.ainvoke({"query": "q"})
         assert result["trace"] == ["gate", "answer[best->next]", "aggregate:best"]
@@ -89,7 +90,7 @@ async def test_a_failed_proposer_is_left_out_while_the_others_go_on() -> None:
         steps=[{"kind": "propose", "name": "p", "models": ["a", "b"]}],
         aggregate={"mode": "synthesize", "model": "agg"},
     )
-    result = await build_graph(mix).compile().ainvoke({"query": "q"})
+    result = await build_graph(mix_runtime(mix)).compile().ainvoke({"query": "q"})
     # One answer left: nothing to synthesise, so it passes through.
     assert result["trace"] == ["gate", "p[a]", "p[b:failed]", "aggregate:single"]
     assert result["answer"] == "A"
@@ -103,7 +104,7 @@ async def test_when_every_route_fails_the_error_lists_what_was_tried() -> None:
         match=r"no model answered; tried a at answer: error \(RuntimeError: 1\); "
         r"b at answer: error \(RuntimeError: 2\)",
     ):
-        await build_graph(mix).compile().ainvoke({"query": "q"})
+        await build_graph(mix_runtime(mix)).compile().ainvoke({"query": "q"})
 
 
 async def test_low_confidence_takes_the_declared_fallback() -> None:
@@ -111,7 +112,7 @@ async def test_low_confidence_takes_the_declared_fallback() -> None:
         {"weak": {"quality": 0.2, "replies": ["W"]}, "safe": {"quality": 0.1, "replies": ["S"]}},
         gate={"candidates": ["weak"], "min_confidence": 0.3, "fallback": "safe"},
     )
-    result = await build_graph(mix).compile().ainvoke({"query": "q"})
+    result = await build_graph(mix_runtime(mix)).compile().ainvoke({"query": "q"})
     assert result["trace"] == ["gate", "answer[safe]", "aggregate:best"] and result["answer"] == "S"
 
 
@@ -121,10 +122,10 @@ async def test_a_sensitive_query_never_leaves_the_allowed_tiers() -> None:
         "home": {"privacy": "local", "quality": 0.3, "replies": ["home"]},
     }
     routed = spec(models, gate={"constraints": {"sensitive": {"patterns": ["patient"]}}})
-    result = await build_graph(routed).compile().ainvoke({"query": "my patient has a cough"})
+    result = await build_graph(mix_runtime(routed)).compile().ainvoke({"query": "my patient has a cough"})
     assert result["answer"] == "home" and {c["model"] for c in result["calls"]} == {"home"}
     fixed = spec(models, steps=[{"kind": "propose", "name": "p", "models": ["cloud"]}])
-    result = await build_graph(fixed).compile().ainvoke({"query": "q", "sensitive": True})
+    result = await build_graph(mix_runtime(fixed)).compile().ainvoke({"query": "q", "sensitive": True})
     assert result["answer"] == "home"
     assert [(c["model"], c["status"]) for c in result["calls"]] == [("cloud", "skipped"), ("home", "ok")]
 
@@ -132,7 +133,7 @@ async def test_a_sensitive_query_never_leaves_the_allowed_tiers() -> None:
 async def test_no_allowed_model_is_a_clear_error() -> None:
     mix = spec({"cloud": {"privacy": "third_party"}})
     with pytest.raises(MixRunError, match=r"no model may answer this query \(cloud: privacy 'third_party' not allowed"):
-        await build_graph(mix).compile().ainvoke({"query": "q", "sensitive": True})
+        await build_graph(mix_runtime(mix)).compile().ainvoke({"query": "q", "sensitive": True})
 
 
 async def test_an_aggregator_over_budget_is_skipped_and_the_best_answer_stands() -> None:
@@ -145,11 +146,11 @@ async def test_an_aggregator_over_budget_is_skipped_and_the_best_answer_stands()
         steps=[{"kind": "propose", "name": "p", "models": ["a", "b"]}],
         aggregate={"mode": "synthesize", "model": "agg"},
     )
-    result = await build_graph(mix).compile().ainvoke({"query": "q"}, context=MixContext(budget_usd=0.01))
+    result = await build_graph(mix_runtime(mix)).compile().ainvoke({"query": "q"}, context=MixContext(budget_usd=0.01))
     assert result["trace"][-1] == "aggregate:best" and result["answer"] == "A"
     assert result["calls"][-1]["status"] == "skipped" and "exceeds" in (result["calls"][-1]["error"] or "")
 
 
 def test_a_compiled_mix_also_runs_synchronously() -> None:
     mix = spec({"a": {"replies": ["A"]}})
-    assert build_graph(mix).compile().invoke({"query": "q"})["answer"] == "A"
+    assert build_graph(mix_runtime(mix)).compile().invoke({"query": "q"})["answer"] == "A"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nodes._prompts import parse_confidence, parse_judgement, propose_messages
+from moai.nodes.prompts import parse_confidence, parse_judgement, propose_messages
 
 
 def test_confidence_line_is_split_off() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,18 +9,16 @@ import pytest
 from fakes import fake_bundled
 from langchain_core.messages import BaseMessage
 from langgraph.checkpoint.memory import InMemorySaver
-
-import nodes._runtime
-from mix_instructions import MixSpec
-from mix_instructions.schema import RoutingCache
-from moai import build_mix
-from moai.fake import ScriptedChatModel
-from moai.usage import UsageStore, monitor_for, resolve_db
-from nodes._cache import ScoreCache
-from scorer.knn import KnnPredictor
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "scorer"))
 from routing_fakes import FakeEncoder
+
+import moai.nodes.runtime
+from moai import build_mix
+from moai.mix_instructions import MixSpec
+from moai.mix_instructions.schema import RoutingCache
+from moai.nodes._cache import ScoreCache
+from moai.providers.fake import ScriptedChatModel
+from moai.scorer.predictors.knn import KnnPredictor
+from moai.usage import UsageStore, monitor_for, resolve_db
 
 
 def _topic_scorer() -> KnnPredictor:
@@ -36,7 +32,7 @@ def _topic_scorer() -> KnnPredictor:
 @pytest.fixture
 def scorer(monkeypatch: pytest.MonkeyPatch) -> KnnPredictor:
     predictor = _topic_scorer()
-    monkeypatch.setattr(nodes._runtime, "load_scorer", lambda *_: predictor)
+    monkeypatch.setattr(moai.nodes.runtime, "load_scorer", lambda *_: predictor)
     return predictor
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from routing_fakes import two_clusters
 
-from scorer.blend import COMPONENTS, BlendPredictor, fold_rows
+from moai.scorer.predictors.blend import COMPONENTS, BlendPredictor, fold_rows
 
 MODELS = ["A", "B", "C"]
 

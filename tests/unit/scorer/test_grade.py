@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scorer.grade import (
+from moai.scorer.data.qa import (
     extract_choice,
     extract_number,
     grade_choice,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from routing_fakes import two_clusters
 
-from scorer import checkpoint
-from scorer.registry import LEARNED, make
+from moai.scorer import checkpoint
+from moai.scorer.predictors.registry import LEARNED, make
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from routing_fakes import FakeEncoder, routing_lines, write_lines
 
-import scorer.cli
-import scorer.encoder
-from scorer.evaluate import METHOD_KEYS, REPORT_KEYS
+import moai.cli.scorer
+import moai.scorer.encoders
+from moai.scorer.benchmark.evaluate import METHOD_KEYS, REPORT_KEYS
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("isolated_cache")
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="moai")
     sub = parser.add_subparsers(dest="command", required=True)
-    scorer.cli.add_parsers(sub)
+    moai.cli.scorer.add_parsers(sub)
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code
@@ -27,8 +27,8 @@ def run(argv: list[str]) -> int:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeEncoder:
     encoder = FakeEncoder()
-    monkeypatch.setattr(scorer.cli, "_encoder", lambda name, truncate: encoder)
-    monkeypatch.setattr(scorer.encoder, "encoder_from_name", lambda name: encoder)
+    monkeypatch.setattr(moai.cli.scorer, "_encoder", lambda name, truncate: encoder)
+    monkeypatch.setattr(moai.scorer.encoders, "encoder_from_name", lambda name: encoder)
     return encoder
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from routing_fakes import routing_lines, write_lines
 
-from scorer.data import load, split, split_rows
-from scorer.texts import query_texts, shared_prefix
+from moai.scorer.data.routing import load, split, split_rows
+from moai.scorer.data.texts import query_texts, shared_prefix
 
 
 def line(qid: str, model: str, score: float = 1.0, cost: float | None = None, **kw: object) -> dict[str, object]:

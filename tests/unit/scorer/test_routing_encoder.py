@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from routing_fakes import FakeEncoder
 
-from scorer.encoder import DEFAULT_ENCODER, SentenceEncoder, cache_dir, cached_encode, encoder_from_name
+from moai.scorer.encoders import encoder_from_name
+from moai.scorer.encoders.sentence import DEFAULT_ENCODER, SentenceEncoder, cache_dir, cached_encode
 
 
 def test_cached_encode_encodes_a_text_set_once(fake_encoder: FakeEncoder, tmp_path: Path) -> None:

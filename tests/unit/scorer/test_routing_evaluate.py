@@ -3,17 +3,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scorer.data import RoutingData
-from scorer.evaluate import (
-    aiq,
+from moai.scorer.benchmark.evaluate import (
     best_single,
     method_report,
     operating_alpha,
     oracle,
-    route,
     topk_metrics,
-    upper_hull,
 )
+from moai.scorer.data.routing import RoutingData
+from moai.scorer.objective import aiq, route, upper_hull
 
 NAN = np.nan
 
@@ -144,7 +142,7 @@ def test_operating_alpha_is_the_cheapest_grid_point_reaching_the_best_single_qua
 
 
 def test_the_benchmark_reports_a_validated_operating_point() -> None:
-    from scorer.evaluate import run_benchmark
+    from moai.scorer.benchmark.evaluate import run_benchmark
 
     rng = np.random.default_rng(0)
     n = 200

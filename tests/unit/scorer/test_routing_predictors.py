@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from routing_fakes import FakeEncoder, two_clusters
 
-from scorer import Predictor
-from scorer.baselines import BestSinglePredictor, OraclePredictor, PerTaskPredictor, RandomPredictor
-from scorer.knn import KnnPredictor
-from scorer.registry import LEARNED, make
-from scorer.routemoa import contrast_masks
-from scorer.routoo import level_targets, levels_for
+from moai.scorer import Predictor
+from moai.scorer.predictors.baselines import BestSinglePredictor, OraclePredictor, PerTaskPredictor, RandomPredictor
+from moai.scorer.predictors.knn import KnnPredictor
+from moai.scorer.predictors.registry import LEARNED, make
+from moai.scorer.predictors.routemoa import contrast_masks
+from moai.scorer.predictors.routoo import level_targets, levels_for
 
 MODELS = ["A", "B", "C"]
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from mix_instructions.schema import Constraints, ModelSpec, Price, SensitiveRule
-from scorer.select import call_cost, excluded, is_sensitive, rank, worst_case_co2e
+from moai.mix_instructions.schema import Constraints, ModelSpec, Price, SensitiveRule
+from moai.scorer.select import call_cost, excluded, is_sensitive, rank, worst_case_co2e
 
 
 def model(**kw: object) -> ModelSpec:

@@ -8,11 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-import scorer.static_encoder as static
-from scorer.checkpoint import load, save
-from scorer.encoder import DEFAULT_ENCODER, SentenceEncoder, encoder_from_name, make_encoder
-from scorer.knn import KnnPredictor
-from scorer.static_encoder import (
+import moai.scorer.encoders.static as static
+from moai.scorer.checkpoint import load, save
+from moai.scorer.encoders import DEFAULT_ENCODER, SentenceEncoder, encoder_from_name, make_encoder
+from moai.scorer.encoders.static import (
     CHAR_RANK,
     DEFAULT_DIM,
     STATIC_ENCODER,
@@ -26,6 +25,7 @@ from scorer.static_encoder import (
     sif_weights,
     table_dir,
 )
+from moai.scorer.predictors.knn import KnnPredictor
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = [

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from routing_fakes import write_lines
 
-from scorer.universe import coverage, greedy_universe, utilities
+from moai.scorer.universe import coverage, greedy_universe, utilities
 
 NAN = np.nan
 

@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Protocol
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
-from mix_instructions.schema import MixSpec
-from moai.providers import make_chat_model
-from moai.usage import UsageMonitor, monitor_for, resolve_db
-from nodes._breaker import CircuitBreaker
-from nodes._cache import ScoreCache
-from nodes.state import Call, RunInfo
-from scorer import Predictor
-from scorer.locate import load_scorer
+from moai.errors import MixRunError
+from moai.mix_instructions.schema import MixSpec, ModelSpec
+from moai.nodes._breaker import CircuitBreaker
+from moai.nodes._cache import ScoreCache
+from moai.nodes.state import Call, RunInfo
+from moai.scorer import Predictor
+from moai.scorer.locate import check_scorer, load_scorer
 
-__all__ = ["MixRunError", "MixRuntime", "nothing_answered", "transient_errors"]
+__all__ = ["MixRuntime", "ModelFactory", "Recorder", "nothing_answered", "transient_errors"]
+
+ModelFactory = Callable[[str, ModelSpec], BaseChatModel]
+"""Builds the chat model of a pool member from its name and declaration (the surface's provider registry)."""
+
+
+class Recorder(Protocol):
+    """Takes usage rows (the surface's usage monitor); it must never block nor raise."""
+
+    def record(self, kind: str, row: Mapping[str, object]) -> None:
+        """Queue one row of kind 'run' (a run starts), 'call' or 'finish'."""
+        ...
 
 
 @cache
@@ -41,21 +51,22 @@ def transient_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-class MixRunError(RuntimeError):
-    """A query no route of the mix could answer; the message lists what was tried."""
-
-
 @dataclass
 class MixRuntime:
-    """The registry of one mix: its chat models are keyed by the names the mix gives them."""
+    """The registry of one mix: its chat models are keyed by the names the mix gives them.
+
+    What the nodes need from the surface is handed in: the factory that builds chat models, and the
+    recorder that takes usage rows.
+    """
 
     spec: MixSpec
+    make_model: ModelFactory
+    """Builds each pool member's chat model on first use."""
     source: str = "<mix>"
-    usage_db: str | os.PathLike[str] | None = None
-    """Where usage goes (see `moai.usage.resolve_db`: $MOAI_USAGE_DB overrides it)."""
+    recorder: Recorder | None = None
+    """Where usage rows go; None records nothing."""
     scorer: Predictor = field(init=False)
     breaker: CircuitBreaker = field(init=False)
-    monitor: UsageMonitor | None = field(init=False)
     cache: ScoreCache | None = field(init=False)
     _models: dict[str, BaseChatModel] = field(default_factory=dict, init=False, repr=False)
     _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, BaseChatModel]] = field(
@@ -64,12 +75,11 @@ class MixRuntime:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        check_scorer(self.spec, self.source)
         quality = {name: model.quality for name, model in self.spec.models.items()}
         self.scorer = load_scorer(self.spec.gate.scorer, quality, self.source)
         self.breaker = CircuitBreaker(self.spec.circuit.failures, self.spec.circuit.cooldown_s)
         self.cache = ScoreCache(self.spec.gate.cache) if self.spec.gate.cache else None
-        db = resolve_db(self.usage_db)
-        self.monitor = monitor_for(db) if db else None
 
     def scores(self, query: str, candidates: list[str]) -> tuple[list[float], bool]:
         """Return the scorer's scores of the candidates for a query, and whether the routing cache gave them."""
@@ -79,8 +89,8 @@ class MixRuntime:
 
     def record(self, kind: str, run: RunInfo, row: Mapping[str, object]) -> None:
         """Hand a usage row, tagged with its run, to the monitor (no wait, and never an error)."""
-        if self.monitor is not None:
-            self.monitor.record(kind, {"run_id": run["run_id"], "ts": time.time()} | dict(row))
+        if self.recorder is not None:
+            self.recorder.record(kind, {"run_id": run["run_id"], "ts": time.time()} | dict(row))
 
     def fail(self, run: RunInfo, message: str) -> MixRunError:
         """Record that a run ended unanswered; return the error to raise."""
@@ -98,7 +108,7 @@ class MixRuntime:
             if self.spec.models[name].provider == "openai" and name not in self._models:
                 models = self._per_loop.setdefault(asyncio.get_running_loop(), {})
             if name not in models:
-                models[name] = make_chat_model(name, self.spec.models[name])
+                models[name] = self.make_model(name, self.spec.models[name])
             return models[name]
 
     def use_model(self, name: str, model: BaseChatModel) -> None:

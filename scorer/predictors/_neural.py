@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from scorer._base import F32Array, FloatArray, ScorePredictor, as_embeddings, nan_mse, validation_rows
+from moai.scorer.predictors.base import F32Array, FloatArray, ScorePredictor, as_embeddings, nan_mse, validation_rows
 
 if TYPE_CHECKING:
     import torch

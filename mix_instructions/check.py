@@ -6,8 +6,8 @@ import re
 from collections.abc import Callable
 from typing import NoReturn
 
-from mix_instructions.errors import MixError
-from mix_instructions.schema import JudgeStep, MixSpec, ProposeStep
+from moai.errors import MixError
+from moai.mix_instructions.schema import JudgeStep, MixSpec, ProposeStep
 
 __all__ = ["check_mix", "step_successors"]
 
@@ -50,19 +50,6 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
     if gate.top_k > len(candidates):
         fail("gate.top_k", f"{gate.top_k} exceeds the {len(candidates)} candidate models")
     need_model("gate.fallback", gate.fallback)
-    if gate.scorer != "priors":
-        from scorer.locate import missing_models, resolve_checkpoint
-
-        try:
-            checkpoint = resolve_checkpoint(gate.scorer, source)
-        except ValueError as err:
-            fail("gate.scorer", str(err))
-        if unknown := missing_models(checkpoint, candidates):
-            fail(
-                "gate.scorer",
-                f"the checkpoint cannot score {', '.join(unknown)}: add them with `moai scorer add-model` "
-                "or leave them out of gate.candidates",
-            )
     if gate.min_confidence > 0 and gate.fallback is None:
         fail("gate.fallback", "min_confidence is set, so name the model to fall back to")
     for i, pattern in enumerate(gate.constraints.sensitive.patterns):

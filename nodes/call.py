@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from nodes._runtime import MixRuntime, transient_errors
-from nodes.state import Call, RunInfo
-from scorer.select import call_cost
+from moai.nodes.runtime import MixRuntime, transient_errors
+from moai.nodes.state import Call, RunInfo
+from moai.scorer.select import call_cost
 
 __all__ = ["call_model", "worst_case_cost"]
 

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from scorer.encoder import DEFAULT_ENCODER, SentenceEncoder, TextEncoder, encoder_from_name
+from moai.scorer.encoders import DEFAULT_ENCODER, SentenceEncoder, TextEncoder, encoder_from_name
 
 __all__ = ["FloatArray", "ScorePredictor", "as_costs", "as_embeddings", "as_scores", "nan_mse", "validation_rows"]
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scorer._base import FloatArray
-from scorer._neural import NeuralPredictor, TrainConfig
+from moai.scorer.predictors._neural import NeuralPredictor, TrainConfig
+from moai.scorer.predictors.base import FloatArray
 
 if TYPE_CHECKING:
     import torch

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from scorer._neural import NeuralPredictor
+from moai.scorer.predictors._neural import NeuralPredictor
 
 if TYPE_CHECKING:
     import torch

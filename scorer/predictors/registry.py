@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scorer._base import ScorePredictor
+from moai.scorer.predictors.base import ScorePredictor
 
 __all__ = ["BASELINES", "LEARNED", "METHODS", "make", "predictor_class"]
 
@@ -22,26 +22,26 @@ def predictor_class(method: str) -> type[ScorePredictor]:
         ValueError: The method is unknown (the message lists the valid ones).
     """
     if method == "routoo":
-        from scorer.routoo import RoutooPredictor
+        from moai.scorer.predictors.routoo import RoutooPredictor
 
         return RoutooPredictor
     if method == "routemoa":
-        from scorer.routemoa import RouteMoAPredictor
+        from moai.scorer.predictors.routemoa import RouteMoAPredictor
 
         return RouteMoAPredictor
     if method == "knn":
-        from scorer.knn import KnnPredictor
+        from moai.scorer.predictors.knn import KnnPredictor
 
         return KnnPredictor
     if method == "mf":
-        from scorer.mf import MFPredictor
+        from moai.scorer.predictors.mf import MFPredictor
 
         return MFPredictor
     if method == "blend":
-        from scorer.blend import BlendPredictor
+        from moai.scorer.predictors.blend import BlendPredictor
 
         return BlendPredictor
-    from scorer import baselines
+    from moai.scorer.predictors import baselines
 
     classes: dict[str, type[ScorePredictor]] = {
         "best_single": baselines.BestSinglePredictor,

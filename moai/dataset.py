@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from mix_instructions.schema import MixSpec
-from scorer.grade import grade_choice, grade_number, gsm8k_prompt, load_gsm8k, load_mmlu, mmlu_prompt
+from moai.mix_instructions.schema import MixSpec
+from moai.scorer.data.qa import grade_choice, grade_number, gsm8k_prompt, load_gsm8k, load_mmlu, mmlu_prompt
 
 __all__ = ["Question", "build_routing_data", "load_questions"]
 
@@ -69,14 +69,14 @@ async def build_routing_data(
     Returns:
         The number of lines written.
     """
-    from nodes._call import call_model
-    from nodes._prompts import propose_messages
-    from nodes._runtime import MixRuntime
-    from nodes.state import RunInfo
+    from moai.api import mix_runtime
+    from moai.nodes.call import call_model
+    from moai.nodes.prompts import propose_messages
+    from moai.nodes.state import RunInfo
 
     # No fallbacks here: the data must say how each model did, not how its stand-in did.
     alone = {name: model.model_copy(update={"fallbacks": []}) for name, model in spec.models.items()}
-    mix = MixRuntime(spec.model_copy(update={"models": alone}))
+    mix = mix_runtime(spec.model_copy(update={"models": alone}))
     path = Path(out)
     done = _done(path)
     written = 0

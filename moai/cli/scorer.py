@@ -18,15 +18,15 @@ __all__ = ["add_parsers", "bench_routing", "scorer_add_model", "scorer_train", "
 
 
 def _encoder(name: str, truncate: str) -> Any:
-    from scorer.encoder import make_encoder
+    from moai.scorer.encoders import make_encoder
 
     return make_encoder(name, truncate="left" if truncate == "left" else "right", threads=2)
 
 
 def _encode(encoder: Any, data: Any, quiet: bool) -> tuple[Any, float]:
     """Encode each query of the data (its prompt less the few-shot blocks its task shares); cached."""
-    from scorer.encoder import cached_encode
-    from scorer.texts import query_texts
+    from moai.scorer.data.texts import query_texts
+    from moai.scorer.encoders.sentence import cached_encode
 
     start = time.perf_counter()
     emb = cached_encode(encoder, query_texts(data.prompts, data.tasks), progress=not quiet)
@@ -40,8 +40,8 @@ def _say(quiet: bool, message: str) -> None:
 
 def bench_routing(args: argparse.Namespace) -> int:
     """Run `moai bench routing`: train every method, evaluate on test, write report (and plot)."""
-    from scorer.data import load, split_rows
-    from scorer.evaluate import format_table, run_benchmark
+    from moai.scorer.benchmark.evaluate import format_table, run_benchmark
+    from moai.scorer.data.routing import load, split_rows
 
     quiet = bool(args.quiet)
     try:
@@ -88,7 +88,7 @@ def bench_routing(args: argparse.Namespace) -> int:
     print(format_table(report))
     print(f"\nreport: {out}")
     if args.plot:
-        from scorer.plot import plot_report
+        from moai.scorer.benchmark.plot import plot_report
 
         names = ", ".join(Path(p).name for p in dict.fromkeys([*args.train, *args.test]))
         plot_report(report, args.plot, title=f"{names}: {len(test_rows)} test queries, seed {args.seed}")
@@ -97,7 +97,8 @@ def bench_routing(args: argparse.Namespace) -> int:
 
 
 def _held_out(predictor: Any, test: Any, test_emb: Any, train_costs: Any) -> dict[str, Any]:
-    from scorer.evaluate import best_single, method_report, model_costs, oracle
+    from moai.scorer.benchmark.evaluate import best_single, method_report, oracle
+    from moai.scorer.objective import model_costs
 
     pred = predictor.predict_embeddings(test_emb, tasks=test.tasks)
     reference, ceiling = best_single(test), oracle(test)
@@ -114,10 +115,10 @@ def _held_out(predictor: Any, test: Any, test_emb: Any, train_costs: Any) -> dic
 
 def scorer_train(args: argparse.Namespace) -> int:
     """Run `moai scorer train`: fit one method on the data's train split, report held-out metrics, save."""
-    from scorer.checkpoint import save
-    from scorer.data import load, split_rows
-    from scorer.evaluate import model_costs
-    from scorer.registry import make
+    from moai.scorer.checkpoint import save
+    from moai.scorer.data.routing import load, split_rows
+    from moai.scorer.objective import model_costs
+    from moai.scorer.predictors.registry import make
 
     quiet = bool(args.quiet)
     try:
@@ -171,10 +172,10 @@ def scorer_add_model(args: argparse.Namespace) -> int:
     """Run `moai scorer add-model`: learn one new model's embedding from its rows; save the grown scorer."""
     import numpy as np
 
-    from scorer.checkpoint import load as load_checkpoint
-    from scorer.checkpoint import read_metadata, save
-    from scorer.data import load, split_rows
-    from scorer.encoder import encoder_from_name
+    from moai.scorer.checkpoint import load as load_checkpoint
+    from moai.scorer.checkpoint import read_metadata, save
+    from moai.scorer.data.routing import load, split_rows
+    from moai.scorer.encoders import encoder_from_name
 
     quiet = bool(args.quiet)
     try:
@@ -221,8 +222,8 @@ def scorer_universe(args: argparse.Namespace) -> int:
     """Run `moai scorer universe`: choose the most complementary models greedily; print them in order."""
     import numpy as np
 
-    from scorer.data import load
-    from scorer.universe import greedy_universe
+    from moai.scorer.data.routing import load
+    from moai.scorer.universe import greedy_universe
 
     try:
         data = load(args.data)
@@ -250,8 +251,24 @@ def scorer_universe(args: argparse.Namespace) -> int:
     return 0
 
 
+def scorer_build_encoder(args: argparse.Namespace) -> int:
+    """Build (or rebuild) a static encoder table ahead of its first use; print where and how long it took."""
+    from moai.scorer.encoders.static import StaticEncoder, build_table, load_table
+
+    start = time.perf_counter()
+    try:
+        folder = build_table(args.source, args.dim, force=args.force, progress=not args.quiet)
+    except (ValueError, ModuleNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    meta = load_table(folder).meta
+    name = StaticEncoder(args.source, dim=args.dim).name
+    print(f"{name}: {folder} (built in {meta['build_s']:.1f}s; this call {time.perf_counter() - start:.1f}s)")
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    from scorer.encoder import DEFAULT_ENCODER
+    from moai.scorer.encoders.sentence import DEFAULT_ENCODER
 
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of training (default 0)")
     p.add_argument(
@@ -270,7 +287,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register `bench routing` and `scorer train|add-model|universe` on the `moai` parser's subparsers."""
-    from scorer.registry import LEARNED, METHODS
+    from moai.scorer.encoders.sentence import DEFAULT_ENCODER
+    from moai.scorer.predictors.registry import LEARNED, METHODS
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
@@ -319,3 +337,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="quality points one dearest-model's mean cost is worth (default 0: quality alone)",
     )
     p.set_defaults(func=scorer_universe)
+
+    from moai.scorer.encoders.static import DEFAULT_DIM
+
+    p = scorer_sub.add_parser(
+        "build-encoder", help="distil the static encoder's token table into the cache ahead of its first use"
+    )
+    p.add_argument("--source", default=DEFAULT_ENCODER, help=f"model folder (default {DEFAULT_ENCODER})")
+    p.add_argument("--dim", type=int, default=DEFAULT_DIM, help=f"principal axes kept (default {DEFAULT_DIM})")
+    p.add_argument("--force", action="store_true", help="build again even when cached")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=scorer_build_encoder)

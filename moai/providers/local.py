@@ -23,7 +23,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import field_validator
 
-from moai.providers import ProviderError
+from moai.errors import ProviderError
 
 __all__ = ["MODELS", "N_CTX", "LocalChatModel", "LocalModel"]
 

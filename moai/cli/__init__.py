@@ -23,8 +23,9 @@ __all__ = ["main"]
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from mix_instructions import MixError, MixSpec, load_any
     from moai.api import build_mix
+    from moai.errors import MixError
+    from moai.mix_instructions import MixSpec, load_any
 
     failed = 0
     for path in args.paths:
@@ -57,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
 async def _answer(args: argparse.Namespace) -> dict[str, Any]:
     """Run the mix once; with `--thread`, in a conversation kept in the SQLite checkpointer."""
     from moai.api import load_mix, threads_db
-    from nodes.context import MixContext
+    from moai.nodes.context import MixContext
 
     context = MixContext(budget_usd=args.budget, top_k=args.top_k, user_id=args.user)
     state: dict[str, Any] = {"query": args.query, "sensitive": args.sensitive}
@@ -151,7 +152,7 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from mix_instructions import bundled_mixes, load_any
+    from moai.mix_instructions import bundled_mixes, load_any
 
     for name in bundled_mixes():
         print(f"{name:10} {load_any(name).description}")
@@ -159,7 +160,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from mix_instructions import json_schema
+    from moai.mix_instructions import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if args.out:
@@ -170,8 +171,8 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _dataset_build(args: argparse.Namespace) -> int:
-    from mix_instructions import load_spec
-    from scorer.dataset import build_routing_data, load_questions
+    from moai.dataset import build_routing_data, load_questions
+    from moai.mix_instructions import load_spec
 
     spec = load_spec(args.mix, args.override)
     questions = [q for path in args.qa for q in load_questions(path, args.n, args.seed)]
@@ -217,10 +218,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=None, help="only these models of the pool")
     p.add_argument("--override", action="append", default=[], metavar="FILE", help="merge this file over the mix")
     p.set_defaults(func=_dataset_build)
-    from scorer.cli import add_parsers
+    from moai.cli.scorer import add_parsers
 
     add_parsers(sub)  # `moai scorer train|add-model` and `moai bench routing`
-    from moai.usage.cli import add_parsers as add_usage_parsers
+    from moai.cli.usage import add_parsers as add_usage_parsers
 
     add_usage_parsers(sub)  # `moai usage report|export` and `moai feedback`
     p = sub.add_parser("list", help="list the bundled mixes")
@@ -233,9 +234,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return its exit code."""
-    from mix_instructions.errors import MixError
-    from moai.providers import ProviderError
-    from nodes._runtime import MixRunError
+    from moai.errors import MixError, MixRunError, ProviderError
 
     args = _parser().parse_args(argv)
     try:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scorer._base import F32Array, FloatArray, ScorePredictor, as_embeddings
+from moai.scorer.predictors.base import F32Array, FloatArray, ScorePredictor, as_embeddings
 
 __all__ = ["BestSinglePredictor", "OraclePredictor", "PerTaskPredictor", "RandomPredictor", "nan_column_means"]
 

@@ -1,0 +1,1 @@
+"""The routing benchmark: every method against the baselines on held-out queries, with its plot."""

@@ -1,0 +1,1 @@
+"""Data the scorers learn from: routing data (who scored what), QA sets and their graders, query texts."""
