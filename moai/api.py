@@ -10,12 +10,12 @@ from typing import Any
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from moai.graphs.compile import build_graph
-from moai.graphs.split import build_split
+from moai.graphs.compile import build_graph, superstep_bound
+from moai.graphs.split import arm_spec, build_split
 from moai.mix_instructions import MixSpec, SplitSpec, load_any, resolve_path
 from moai.nodes.runtime import MixRuntime
 
-__all__ = ["build_mix", "load_mix", "mix_runtime", "threads_db"]
+__all__ = ["build_mix", "load_mix", "mix_runtime", "recursion_limit", "threads_db"]
 
 
 def threads_db() -> Path:
@@ -56,10 +56,22 @@ def load_mix(
         usage_db: Where every model call is recorded: a SQLite file or a `postgresql://` URL; `"off"`
             records nothing. Default: `~/.local/share/moai/usage.db`. `$MOAI_USAGE_DB` overrides it.
         **compile_kwargs: Passed to `StateGraph.compile`, e.g. `checkpointer=`.
+
+    The graph's recursion limit is the most supersteps a run of this mix can take, so a loop can never
+    run on past what the mix declares (`build_mix` leaves it to the caller: LangGraph's default is higher
+    than any valid mix's bound).
     """
     spec = load_any(path_or_name, overrides)
-    graph = _build(spec, str(resolve_path(path_or_name)), usage_db)
-    return graph.compile(name=spec.name, **compile_kwargs)
+    source = str(resolve_path(path_or_name))
+    graph = _build(spec, source, usage_db).compile(name=spec.name, **compile_kwargs)
+    return graph.with_config(recursion_limit=recursion_limit(spec, source))
+
+
+def recursion_limit(spec: MixSpec | SplitSpec, source: str = "<mix>") -> int:
+    """Return the most supersteps a run of a mix (or of an A/B split's largest arm, plus its split) takes."""
+    if isinstance(spec, SplitSpec):
+        return 1 + max(superstep_bound(arm_spec(spec, name, source)[0]) for name in spec.split.arms)
+    return superstep_bound(spec)
 
 
 def mix_runtime(spec: MixSpec, source: str = "<mix>", usage_db: str | os.PathLike[str] | None = None) -> MixRuntime:

@@ -96,7 +96,7 @@ async def call_model(
         if sensitive and spec.privacy not in allowed:
             refusal = f"privacy '{spec.privacy}' not allowed for a sensitive query"
         elif allowance_usd is not None and (worst := worst_case_cost(mix, candidate, messages)) > allowance_usd:
-            refusal = f"worst-case cost ${worst:.6f} exceeds the ${allowance_usd:.6f} left"
+            refusal = f"worst-case cost ${worst:.6f} exceeds this call's ${allowance_usd:.6f} share of the budget left"
         if refusal:
             done(_record(mix, node, candidate, status="skipped", fallback_for=fallback_for, error=refusal))
             continue

@@ -8,6 +8,7 @@ with `?` placeholders; PostgreSQL's driver gets them as `%s`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
@@ -83,12 +84,33 @@ def resolve_db(db: str | os.PathLike[str] | None = None) -> str | None:
     return None if chosen.strip().lower() in _OFF else chosen
 
 
+_INT_MAX = 2**63 - 1
+
+
 def _column_value(column: str, value: Any) -> Any:
     if value is None:
         return None
     if column in _JSON:
         return json.dumps(value)
-    return int(value) if column in _INT else value  # PostgreSQL takes no bool for an INTEGER column
+    if column in _INT | _REAL:
+        # A figure no column can hold (infinite, NaN, beyond 64 bits) is stored as unknown: the row is kept.
+        if not isinstance(value, int | float) or not math.isfinite(value) or abs(value) > _INT_MAX:
+            return None
+        return int(value) if column in _INT else float(value)  # PostgreSQL takes no bool for an INTEGER column
+    return value
+
+
+def _finite(row: dict[str, Any]) -> dict[str, Any]:
+    """Return a row read back with every figure that is not a finite, non-negative number as None.
+
+    A database written by an earlier release (or by hand) may hold infinities, NaNs or negative costs;
+    whatever reads it sees them as unknown.
+    """
+    for column in (_INT | _REAL) & row.keys():
+        value = row[column]
+        if value is not None and (not isinstance(value, int | float) or not math.isfinite(value) or value < 0):
+            row[column] = None
+    return row
 
 
 def _is_url(db: str) -> bool:
@@ -196,7 +218,7 @@ class UsageStore:
         for row in rows:
             for key in _JSON & row.keys():
                 row[key] = json.loads(row[key]) if row[key] is not None else None
-        return rows
+        return [_finite(row) for row in rows]
 
     def runs(self, since: float | None = None) -> list[dict[str, Any]]:
         """Return the runs that started at or after `since` (a Unix time), oldest first."""

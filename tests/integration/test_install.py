@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_pip_install_adds_only_the_moai_package(tmp_path: Path) -> None:
     target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
-        + ["--target", str(target), str(ROOT)],
+        [*pip, "--target", str(target), str(ROOT)],
         check=True,
         cwd=tmp_path,
         timeout=600,

@@ -88,7 +88,7 @@ def _cost_chart(report: Report, colours: Mapping[str, Any]) -> Figure:
     priced = any(c["cost_usd"] for c in calls)
     per: dict[str, dict[datetime, float]] = defaultdict(lambda: defaultdict(float))
     for c in calls:
-        per[c["model"]][_bucket(c["ts"], width)] += c["cost_usd"] if priced else 1.0
+        per[c["model"]][_bucket(c["ts"], width)] += (c["cost_usd"] or 0.0) if priced else 1.0
     buckets = sorted({b for by in per.values() for b in by})
     x = mdates.date2num(buckets)  # type: ignore[no-untyped-call]
     bottom = [0.0] * len(buckets)

@@ -197,9 +197,13 @@ def _stats(
     """Sum up a group; `per_run` marks a mix or an arm (run latency, cache hits and savings)."""
     made = [c for c in calls if c["status"] != "skipped"]
     if per_run:
-        latencies = [r["finished_ts"] - r["ts"] for r in runs if r["status"] == "ok" and r["finished_ts"] is not None]
+        latencies = [
+            r["finished_ts"] - r["ts"]
+            for r in runs
+            if r["status"] == "ok" and r["finished_ts"] is not None and r["ts"] is not None
+        ]
     else:
-        latencies = [c["latency_s"] for c in made if c["status"] == "ok"]
+        latencies = [c["latency_s"] for c in made if c["status"] == "ok" and c["latency_s"] is not None]
     rated = [scores[r["run_id"]] for r in runs if r["run_id"] in scores]
     extra: dict[str, Any] = {}
     if per_run:

@@ -369,3 +369,27 @@ def test_report_on_real_rows_of_a_mix(tmp_path: Path, monkeypatch: pytest.Monkey
     assert by_name["smol"].feedback_mean == pytest.approx(0.8)
     assert [a.name for a in report.arms["moa"]] == ["A", "B"]
     assert render_html(report).count("<svg") == 4
+
+
+HOSTILE = [float("inf"), float("-inf"), float("nan"), -1.0, 1e308, None]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_the_report_survives_any_value_a_database_may_already_hold(tmp_path: Path, value: float | None) -> None:
+    # Databases written before prices and figures were checked may hold infinities and NaNs; a report
+    # over them still renders, and an unusable figure reads as unknown rather than breaking the page.
+    runs = [
+        run_row("ok1", cost_usd=0.01, baseline_cost_usd=0.02),
+        run_row("bad", cost_usd=value, baseline_cost_usd=value, finished_ts=value, ts=T0 + 5),
+    ]
+    calls = [
+        call_row("ok1", "a"),
+        call_row("bad", "b", cost_usd=value, latency_s=value, energy_wh=value, co2e_g=value)
+        | {"tokens_in": value, "tokens_out": value},
+    ]
+    db = write_db(tmp_path / "usage.db", runs, calls)
+    report = build_report(read_usage(db))
+    text = format_text(report)
+    page = render_html(report)
+    assert "inf" not in text.lower() and "nan" not in text.replace("nano", "").lower()
+    assert "<svg" in page and "inf" not in page.lower().replace("info", "")

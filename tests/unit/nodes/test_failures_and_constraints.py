@@ -151,6 +151,15 @@ async def test_an_aggregator_over_budget_is_skipped_and_the_best_answer_stands()
     assert result["calls"][-1]["status"] == "skipped" and "exceeds" in (result["calls"][-1]["error"] or "")
 
 
+async def test_a_proposer_refused_by_the_budget_is_told_its_share_not_the_whole_budget() -> None:
+    priced = {"price": {"input_per_mtok": 1000, "output_per_mtok": 1000}, "max_tokens": 100}
+    mix = spec({"a": priced, "b": priced}, steps=[{"kind": "propose", "name": "p", "models": ["a", "b"]}])
+    with pytest.raises(MixRunError) as caught:
+        await build_graph(mix_runtime(mix)).compile().ainvoke({"query": "q"}, context=MixContext(budget_usd=0.2))
+    # Nothing was spent yet: each of the two proposers may spend half of the $0.20 budget.
+    assert "exceeds this call's $0.100000 share of the budget left" in str(caught.value)
+
+
 def test_a_compiled_mix_also_runs_synchronously() -> None:
     mix = spec({"a": {"replies": ["A"]}})
     assert build_graph(mix_runtime(mix)).compile().invoke({"query": "q"})["answer"] == "A"
