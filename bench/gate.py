@@ -7,7 +7,7 @@ each encoder a kNN and a Routoo predictor are trained on them (quality does not 
 saved as checkpoints and loaded by `MixRuntime` from a 10-model mix whose gate points at the checkpoint.
 Queries are other MMLU questions. Routing quality with each encoder: `bench/results/gate_encoders.md`.
 
-  single   `nodes.gate.decide(mix, query, False)` per query, after a warm-up; the encoder is wrapped so
+  single   `moai.nodes.gate.decide(mix, query, False)` per query, after a warm-up; the encoder is wrapped so
            its time inside `decide` is measured; the rest is predictor + selector (excluded, rank, ...).
   batched  `scorer.predict(batch of 256, candidates)` then `excluded` + `rank` per row, as `decide` does
            for each query; queries/s over several batches.

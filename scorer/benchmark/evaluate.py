@@ -275,7 +275,7 @@ def run_benchmark(
         test: Test queries (same model columns as `train`).
         train_embeddings: Embeddings of `train`'s prompts, row-aligned.
         test_embeddings: Embeddings of `test`'s prompts, row-aligned.
-        methods: Method names (see `scorer.registry.METHODS`).
+        methods: Method names (see `moai.scorer.predictors.registry.METHODS`).
         seed: Seeds every method.
         progress: Show progress bars while training.
         setup: Extra facts for the report's `setup` (files, encoder, timings).

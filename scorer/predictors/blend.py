@@ -9,7 +9,7 @@ Three views of a query's embedding, each a predicted score per model:
 - logistic: one L2-regularised logistic regression per model on the embedding, trained on the (soft)
   scores with cross-entropy (a soft score s counts as a right answer with weight s and a wrong one with
   weight 1 - s).
-- knn: each model's mean score over the k most similar training queries (`scorer.knn`).
+- knn: each model's mean score over the k most similar training queries (`moai.scorer.predictors.knn`).
 
 The blend is a convex combination of the three. Everything that is chosen (the logistic's C, kNN's k and
 the three weights) is chosen on out-of-fold predictions over the training queries (5 seeded folds): C and k
