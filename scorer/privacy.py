@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import accumulate
 from typing import Any
 
 import re2
@@ -124,6 +125,9 @@ def _payment_card(text: str) -> Iterator[tuple[int, int]]:
         while i < len(groups):
             # The longest plausible card that starts at group i, if any (a run may hold more than a card).
             found = None
+            if groups[i][1] - groups[i][0] not in (4, *range(13, 20)):
+                i += 1
+                continue
             for j in range(i, min(i + 5, len(groups))):
                 sizes = [end - start for start, end in groups[i : j + 1]]
                 if sum(sizes) > 19:
@@ -181,6 +185,31 @@ def _phone_shape(number: str, sizes: list[int], keyword: bool) -> bool:
     return trunk and 9 <= len(digits) <= 12 and all(size >= 2 for size in sizes)
 
 
+def _phone_ends(text: str, groups: list[tuple[int, int]], i: int, keyword: bool) -> Iterator[int]:
+    """Yield the last groups a phone number that starts at group i may end with, longest first.
+
+    Only digit counts that some phone number has are tried, so that a long run of digits costs little.
+    """
+    first = groups[i][0]
+    sizes = [end - start for start, end in groups[i : i + _PHONE_MAX_GROUPS]]
+    if keyword:
+        low, high = 7, 15
+    elif "+" in text[max(first - 2, 0) : first]:
+        low, high = 8, 15
+    elif text.startswith("00", first):
+        low, high = 10, 17
+    elif text[first] == "0" and sizes[0] >= 2:
+        low, high = 9, 12
+    elif sizes[:3] == [3, 3, 4]:  # without a +, a 0 or a word before it, only a North American number fits
+        low, high = 10, 10
+    elif sizes[:4] == [1, 3, 3, 4] and text[first] == "1":
+        low, high = 11, 11
+    else:
+        return
+    totals = list(accumulate(sizes))
+    yield from (i + k for k in range(len(totals) - 1, -1, -1) if low <= totals[k] <= high)
+
+
 def _phone(text: str) -> Iterator[tuple[int, int]]:
     for match in _PHONE.finditer(text):
         keyword = match.group(1) is not None
@@ -189,9 +218,9 @@ def _phone(text: str) -> Iterator[tuple[int, int]]:
         # times"): try the longest number at each group, until one has the shape of a phone.
         i = 0
         while i < len(groups):
-            for j in range(min(i + _PHONE_MAX_GROUPS, len(groups)) - 1, i - 1, -1):
-                start = groups[i][0] - (1 if text[groups[i][0] - 1 : groups[i][0]] == "(" else 0)
-                start -= 1 if text[start - 1 : start] == "+" else 0
+            start = groups[i][0] - (1 if text[groups[i][0] - 1 : groups[i][0]] == "(" else 0)
+            start -= 1 if text[start - 1 : start] == "+" else 0
+            for j in _phone_ends(text, groups, i, keyword and i == 0):
                 end = groups[j][1]
                 sizes = [e - s for s, e in groups[i : j + 1]]
                 if _phone_shape(text[start:end], sizes, keyword and i == 0) and not _glued(text, start, end):
