@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+import re2
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "AggregateSpec",
@@ -92,15 +94,49 @@ class Objective(_Strict):
     )
 
 
+def _linear_time_pattern(pattern: str) -> str:
+    # RE2 matches in time linear in the query; what it cannot compile (backreferences, lookaround)
+    # could take exponential time, so it is refused here, where the field can still be named.
+    try:
+        re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as err:
+        reason = err.args[0].decode() if err.args and isinstance(err.args[0], bytes) else str(err)
+        raise PydanticCustomError(
+            "re2_pattern", "not a regular expression RE2 can match in linear time: {reason}", {"reason": reason}
+        ) from None
+    return pattern
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is reported once, as a MixError; not on stderr besides
+
+
 class SensitiveRule(_Strict):
-    """Which models may see a sensitive query, and what makes a query sensitive."""
+    """Which models may see a sensitive query, what makes a query sensitive, and what the usage database keeps of it.
+
+    A query is sensitive when the caller flags it, a built-in detector finds personal data in it (or in
+    the conversation before it), or one of the patterns matches it.
+    """
 
     allow_privacy: tuple[Literal["local", "private_cloud", "third_party"], ...] = Field(
         default=("local",), description="Privacy tiers allowed to receive a sensitive query."
     )
-    patterns: list[str] = Field(
+    detectors: tuple[Literal["ssn", "payment_card", "email", "phone", "iban"], ...] = Field(
+        default=("ssn", "payment_card", "email", "phone", "iban"),
+        description="Built-in detectors of personal data, all on by default: US social-security numbers, payment "
+        "card numbers (Luhn-checked), email addresses, phone numbers, IBANs (mod-97-checked). A query any of "
+        "them finds is sensitive. `[]` turns them off.",
+    )
+    patterns: list[Annotated[str, AfterValidator(_linear_time_pattern)]] = Field(
         default_factory=list,
-        description="Regular expressions; a query matching any is sensitive (besides the caller's flag).",
+        description="Regular expressions in RE2 syntax (matched in linear time: no backreferences nor "
+        "lookaround); a query matching any is sensitive.",
+    )
+    store: Literal["redacted", "none"] = Field(
+        "redacted",
+        description="What the usage database keeps of a sensitive query and its answer: 'redacted' (the query "
+        "with what the detectors and patterns found replaced by [ssn], [email], ... or [redacted]; the whole "
+        "query replaced when the caller flagged it; the answer replaced) or 'none' (no text at all).",
     )
 
 

@@ -15,6 +15,7 @@ from moai.nodes.context import MixContext
 from moai.nodes.prompts import aggregate_messages
 from moai.nodes.runtime import MixRuntime, nothing_answered
 from moai.nodes.state import Call, MixState, Proposal
+from moai.scorer.privacy import stored_answer
 from moai.scorer.select import call_cost
 
 __all__ = ["best_proposal", "make_aggregate"]
@@ -91,7 +92,8 @@ def make_aggregate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, dict[st
             trace = "aggregate:single"
         all_calls = [*state.get("calls", []), *calls]
         used = list(dict.fromkeys(c["model"] for c in all_calls if c["status"] == "ok"))
-        mix.record("finish", state["run"], _finish_row(mix, answer, used, all_calls))
+        stored = stored_answer(answer, mix.spec.gate.constraints.sensitive, sensitive=state["sensitive"])
+        mix.record("finish", state["run"], _finish_row(mix, stored, used, all_calls))
         history = [*state.get("history", []), HumanMessage(state["query"]), AIMessage(answer)]
         return {"answer": answer, "calls": calls, "models_used": used, "trace": [trace], "history": history}
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from langchain_core.messages import BaseMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite
 
@@ -15,15 +16,29 @@ from moai.nodes._dispatch import budget_of, route_to
 from moai.nodes.context import MixContext, caller
 from moai.nodes.runtime import MixRuntime
 from moai.nodes.state import GateDecision, MixState, RunInfo
+from moai.scorer.privacy import stored_query
 from moai.scorer.select import excluded, is_sensitive, rank
 
 __all__ = ["decide", "make_gate"]
 
 
+def _texts(history: Sequence[BaseMessage | Any]) -> list[str]:
+    # A caller may pass the earlier turns as dicts or tuples: the models get them all the same.
+    return [m.text if isinstance(m, BaseMessage) else str(m) for m in history]
+
+
 def decide(
-    mix: MixRuntime, query: str, flagged: bool, top_k: int | None = None, kept: str | None = None
+    mix: MixRuntime,
+    query: str,
+    flagged: bool,
+    top_k: int | None = None,
+    kept: str | None = None,
+    history: Sequence[BaseMessage | Any] = (),
 ) -> GateDecision:
     """Score, filter and rank the candidates for one query.
+
+    The query is sensitive when the caller flagged it, or when the rule's detectors or patterns find
+    something in it or in the `history` sent with it.
 
     `kept` is the model a thread's earlier turns went to: with `gate.sticky` set, it stays first while
     no constraint rules it out and its score for this query is at least that threshold.
@@ -33,7 +48,7 @@ def decide(
     """
     gate = mix.spec.gate
     candidates = gate.candidates if gate.candidates is not None else list(mix.spec.models)
-    sensitive = is_sensitive(query, flagged, gate.constraints.sensitive)
+    sensitive = is_sensitive(query, flagged, gate.constraints.sensitive, _texts(history))
     predicted, cache_hit = mix.scores(query, candidates)
     scores = dict(zip(candidates, predicted, strict=True))
     out = excluded({name: mix.spec.models[name] for name in candidates}, gate.constraints, sensitive)
@@ -76,12 +91,17 @@ def make_gate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, Command[Any]
         run_id = context.run_id or str(uuid.uuid4())
         run = RunInfo(run_id=run_id, mix=mix.spec.name, arm=state.get("arm"), thread_id=thread_id, user_id=user_id)
         row = {"mix": run["mix"], "arm": run["arm"], "thread_id": run["thread_id"], "user_id": run["user_id"]}
-        row["query"] = state["query"]
+        query, flagged, history = state["query"], state.get("sensitive", False), state.get("history", [])
+        rule = mix.spec.gate.constraints.sensitive
         try:
-            decision = decide(mix, state["query"], state.get("sensitive", False), context.top_k, state.get("kept"))
+            decision = decide(mix, query, flagged, context.top_k, state.get("kept"), history)
         except MixRunError as err:
+            # Refused queries are mostly sensitive ones that no allowed model may take: redacted as well.
+            sensitive = is_sensitive(query, flagged, rule, _texts(history))
+            row["query"] = stored_query(query, rule, sensitive=sensitive, flagged=flagged)
             mix.record("run", run, row | {"status": "error", "error": str(err), "finished_ts": time.time()})
             raise
+        row["query"] = stored_query(query, rule, sensitive=decision["sensitive"], flagged=flagged)
         chosen = {
             "selected": decision["selected"],
             "scores": decision["scores"],

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from moai.mix_instructions.schema import Constraints, ModelSpec, SensitiveRule
+from moai.scorer.privacy import sensitive_in
 
 __all__ = ["call_cost", "excluded", "is_sensitive", "rank", "worst_case_co2e"]
 
@@ -28,9 +28,14 @@ def worst_case_co2e(spec: ModelSpec, tokens_in: int = TYPICAL_PROMPT_TOKENS) -> 
     return energy_wh / 1000 * spec.grid_gco2_per_kwh
 
 
-def is_sensitive(query: str, flagged: bool, rule: SensitiveRule) -> bool:
-    """Return whether a query must stay within the rule's privacy tiers."""
-    return flagged or any(re.search(pattern, query) for pattern in rule.patterns)
+def is_sensitive(query: str, flagged: bool, rule: SensitiveRule, context: Iterable[str] = ()) -> bool:
+    """Return whether a query must stay within the rule's privacy tiers.
+
+    It must when the caller flagged it, or when a built-in detector or a pattern of the rule finds
+    something in it or in its `context` (the earlier turns of the conversation, which go to the models
+    with it).
+    """
+    return flagged or any(sensitive_in(text, rule) for text in (query, *context))
 
 
 def excluded(models: Mapping[str, ModelSpec], constraints: Constraints, sensitive: bool) -> dict[str, str]:

@@ -12,6 +12,7 @@ import pytest
 from fakes import fake_bundled
 
 from moai import build_mix
+from moai.mix_instructions.load import parse_spec
 from moai.usage import UsageStore, monitor_for, record_feedback, resolve_db
 
 
@@ -104,3 +105,57 @@ def test_the_environment_overrides_the_configured_path_and_off_turns_recording_o
     assert resolve_db("/x/usage.db") == "postgresql://u@127.0.0.1/db"
     monkeypatch.setenv("MOAI_USAGE_DB", "off")
     assert resolve_db("/x/usage.db") is None
+
+
+def _private_mix(**sensitive: Any) -> Any:
+    """A local model and a third-party one; queries the rule finds sensitive stay with the local one."""
+    models = {
+        "home": {"provider": "fake", "model": "h", "privacy": "local", "replies": ["Form 1040 for 123-45-6789"]},
+        "cloud": {"provider": "fake", "model": "c", "privacy": "third_party", "quality": 0.9, "replies": ["C"]},
+    }
+    gate = {"constraints": {"sensitive": sensitive}}
+    return parse_spec({"name": "p", "models": models, "gate": gate, "steps": [{"kind": "propose", "name": "answer"}]})
+
+
+SSN_QUERY = "My SSN is 123-45-6789 and my mail jane@example.com: which form?"
+
+
+@pytest.mark.parametrize(
+    ("sensitive", "flagged", "query", "answer"),
+    [
+        ({}, False, "My SSN is [ssn] and my mail [email]: which form?", "[sensitive answer: 25 chars]"),
+        ({}, True, f"[sensitive query: {len(SSN_QUERY)} chars]", "[sensitive answer: 25 chars]"),
+        (
+            {"patterns": ["(?i)which form"]},
+            False,
+            "My SSN is [ssn] and my mail [email]: [redacted]?",
+            "[sensitive answer: 25 chars]",
+        ),
+        ({"store": "none"}, False, "[sensitive query]", "[sensitive answer]"),
+        ({"store": "none"}, True, "[sensitive query]", "[sensitive answer]"),
+    ],
+)
+def test_a_sensitive_query_and_its_answer_are_stored_redacted_or_not_at_all(
+    db: str, sensitive: dict[str, Any], flagged: bool, query: str, answer: str
+) -> None:
+    result = build_mix(_private_mix(**sensitive)).compile().invoke({"query": SSN_QUERY, "sensitive": flagged})
+    assert result["models_used"] == ["home"] and "123-45-6789" in result["answer"]  # the caller gets it all
+    runs, _ = _rows(db)
+    assert runs[0]["query"] == query and runs[0]["answer"] == answer
+    stored = sqlite3.connect(db).execute("SELECT * FROM runs").fetchall()
+    assert not any("123-45-6789" in str(value) or "jane@" in str(value) for value in stored[0])
+
+
+def test_a_refused_sensitive_query_is_stored_redacted(db: str) -> None:
+    spec = _private_mix(allow_privacy=[])  # no tier may see a sensitive query: every model is ruled out
+    with pytest.raises(Exception, match="no model may answer this query"):
+        build_mix(spec).compile().invoke({"query": SSN_QUERY})
+    runs, calls = _rows(db)
+    assert (runs[0]["status"], runs[0]["query"]) == ("error", "My SSN is [ssn] and my mail [email]: which form?")
+    assert calls == []
+
+
+def test_an_ordinary_query_and_its_answer_are_stored_as_they_are(db: str) -> None:
+    build_mix(_private_mix()).compile().invoke({"query": "Which form for a W-2 job in 2024?"})
+    runs, _ = _rows(db)
+    assert (runs[0]["query"], runs[0]["answer"]) == ("Which form for a W-2 job in 2024?", "C")

@@ -52,6 +52,20 @@ def test_sensitive_by_flag_or_pattern() -> None:
     assert not is_sensitive("hello", False, rule)
 
 
+def test_sensitive_by_a_built_in_detector_without_any_pattern() -> None:
+    assert is_sensitive("my SSN is 123-45-6789", False, SensitiveRule())
+    assert is_sensitive("card 4111 1111 1111 1111", False, SensitiveRule())
+    assert not is_sensitive("my SSN is 123-45-6789", False, SensitiveRule(detectors=()))
+    assert not is_sensitive("In 2023 a ticket cost $12.50", False, SensitiveRule())
+
+
+def test_sensitive_when_the_conversation_before_the_query_holds_personal_data() -> None:
+    rule = SensitiveRule(patterns=["patient"])
+    assert is_sensitive("and now?", False, rule, ["mail me at jane@example.com", "noted"])
+    assert is_sensitive("and now?", False, rule, ["my patient coughs"])
+    assert not is_sensitive("and now?", False, rule, ["hello", "hi"])
+
+
 def test_excluded_names_each_broken_constraint() -> None:
     constraints = Constraints(sensitive=SensitiveRule(allow_privacy=["local", "private_cloud"]), max_latency_s=2.5)
     assert excluded(POOL, constraints, sensitive=False) == {"pricey": "latency 3s above 2.5s"}
