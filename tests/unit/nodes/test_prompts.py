@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from langchain_core.messages import AIMessage, HumanMessage
 
 from moai.nodes.prompts import (
     ANSWER,
@@ -159,8 +160,9 @@ def test_the_judge_gets_its_instructions_alone_and_the_question_as_data() -> Non
 
 
 def test_the_aggregator_keeps_the_history_and_gets_the_answers_as_data() -> None:
-    system, *history, human = aggregate_messages("Q?", ["x", "y"])
-    assert history == [] and system.text == ANSWER + "\n\n" + REFERENCES
+    earlier = [HumanMessage("Hi"), AIMessage("Hello")]
+    system, *history, human = aggregate_messages("Q?", ["x", "y"], earlier)
+    assert history == earlier and system.text == ANSWER + "\n\n" + REFERENCES
     assert human.text.endswith("\n\nQ?") and human.text.count("<answer id=") == 2
 
 
