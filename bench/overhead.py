@@ -45,7 +45,7 @@ from typing_extensions import TypedDict
 from moai import providers
 from moai.api import build_mix
 from moai.mix_instructions.load import parse_spec
-from moai.nodes.prompts import ANSWER, REFERENCES
+from moai.nodes.prompts import ANSWER, aggregate_messages
 from moai.providers.fake import ScriptedChatModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,8 +74,7 @@ def propose_msgs(query: str) -> list[BaseMessage]:
 
 
 def aggregate_msgs(query: str, answers: list[str]) -> list[BaseMessage]:
-    listed = "\n\n".join(f"{i}. {a}" for i, a in enumerate(answers, 1))
-    return [SystemMessage(ANSWER + "\n\n" + REFERENCES.format(responses=listed)), HumanMessage(query)]
+    return aggregate_messages(query, answers)
 
 
 def plain_moa(models: Models) -> Variant:

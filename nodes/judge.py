@@ -38,17 +38,19 @@ def make_judge(mix: MixRuntime, step: JudgeStep) -> Callable[..., Coroutine[Any,
         calls: list[Call] = []
         judge_model = _judge_model(step, latest, state["scores"])
         if judge_model is not None:
+            answers = [p["content"] for p in latest]
             reply, _, calls = await call_model(
                 mix,
                 step.name,
                 judge_model,
-                judge_messages(state["query"], [p["content"] for p in latest]),
+                judge_messages(state["query"], answers),
                 sensitive=state["sensitive"],
                 allowance_usd=remaining_budget(budget, state),
                 run=state["run"],
             )
-            if reply is not None:
-                cross, critique = parse_judgement(reply.text, len(latest))
+            judgement = None if reply is None else parse_judgement(reply.text, len(latest), [state["query"], *answers])
+            if judgement is not None:
+                cross, critique = [*judgement.scores], judgement.critique
         verdicts = [_verdict(step, p, c, state["gate"]["scores"], critique) for p, c in zip(latest, cross, strict=True)]
         scores = dict(state["scores"])
         for model in {v["model"] for v in verdicts}:
@@ -89,14 +91,21 @@ def _judge_model(step: JudgeStep, latest: list[Proposal], scores: dict[str, floa
 def _verdict(
     step: JudgeStep, proposal: Proposal, cross: float | None, prior: dict[str, float], critique: str | None
 ) -> Verdict:
-    observed = [s for s in (proposal["confidence"] if step.self_assess else None, cross) if s is not None]
+    """Blend the gate's prior with what was observed: the answer's own stated confidence, the judge's score.
+
+    Beside a judge, a stated confidence counts only next to the judge's score of the same answer. Without
+    a verdict it would be the only evidence, and count for all of what the blend gives the observations,
+    so that an answer could win by its own claim (or by making the judge's reply unreadable).
+    """
+    stated = proposal["confidence"] if step.self_assess and (step.cross is None or cross is not None) else None
+    observed = [s for s in (stated, cross) if s is not None]
     base = prior.get(proposal["model"], 0.5)
     score = step.prior_weight * base + (1 - step.prior_weight) * fmean(observed) if observed else base
     return Verdict(
         step=step.name,
         layer=proposal["layer"],
         model=proposal["model"],
-        self_score=proposal["confidence"] if step.self_assess else None,
+        self_score=stated,
         cross_score=cross,
         score=score,
         critique=critique,
