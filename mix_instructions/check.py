@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from moai.errors import MixError
-from moai.mix_instructions.schema import JudgeStep, MixSpec, ProposeStep
+from moai.mix_instructions.schema import RESERVED_MODEL_NAMES, JudgeStep, MixSpec, ProposeStep
 
 __all__ = ["check_mix", "step_successors"]
 
@@ -34,10 +34,19 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
             fail(field, f"'{name}' is not declared in models; valid choices: {choices}")
 
     for name, model in spec.models.items():
+        if name in RESERVED_MODEL_NAMES:
+            fail(
+                f"models.{name}",
+                f"'{name}' is a keyword where models are named (a propose step's 'models: selected', a judge's "
+                f"'cross: top1', 'aggregate.model: top1'): rename the model; reserved model names: "
+                f"{', '.join(RESERVED_MODEL_NAMES)}",
+            )
         for i, fallback in enumerate(model.fallbacks):
             need_model(f"models.{name}.fallbacks.{i}", fallback)
             if fallback == name:
                 fail(f"models.{name}.fallbacks.{i}", "a model cannot be its own fallback")
+            if fallback in model.fallbacks[:i]:
+                fail(f"models.{name}.fallbacks.{i}", f"'{fallback}' is listed twice: each fallback is tried once")
         if model.replies and model.provider != "fake":
             fail(f"models.{name}.replies", "only provider 'fake' takes scripted replies")
 
@@ -45,10 +54,14 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
     candidates = gate.candidates if gate.candidates is not None else pool
     for i, name in enumerate(gate.candidates or []):
         need_model(f"gate.candidates.{i}", name)
+        if name in candidates[:i]:
+            fail(f"gate.candidates.{i}", f"'{name}' is listed twice: list each candidate once")
     if not candidates:
         fail("gate.candidates", f"no candidates: list at least one of the {valid}")
     if gate.top_k > len(candidates):
-        fail("gate.top_k", f"{gate.top_k} exceeds the {len(candidates)} candidate models")
+        fail(
+            "gate.top_k", f"{gate.top_k} exceeds the {len(candidates)} candidate models (valid: 1 to {len(candidates)})"
+        )
     need_model("gate.fallback", gate.fallback)
     if gate.min_confidence > 0 and gate.fallback is None:
         fail("gate.fallback", "min_confidence is set, so name the model to fall back to")
