@@ -31,7 +31,7 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
     def need_model(field: str, name: str | None, *extra: str) -> None:
         if name is not None and name not in pool and name not in extra:
             choices = ", ".join((*extra, *pool))
-            fail(field, f"'{name}' is not declared in models; valid choices: {choices}")
+            fail(field, f"'{_short(name)}' is not declared in models; valid choices: {choices}")
 
     for name, model in spec.models.items():
         if name in RESERVED_MODEL_NAMES:
@@ -95,13 +95,19 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
             targets.append(("otherwise", step.otherwise))
         for key, target in targets:
             if target is not None and target not in names and target != AGGREGATE:
-                fail(f"steps.{i}.{key}", f"no step '{target}'; valid choices: {', '.join((*names, AGGREGATE))}")
+                choices = ", ".join((*names, AGGREGATE))
+                fail(f"steps.{i}.{key}", f"no step '{_short(target)}'; valid choices: {choices}")
 
     agg = spec.aggregate
     need_model("aggregate.model", agg.model, "top1")
     if agg.mode == "synthesize" and agg.model is None:
         fail("aggregate.model", "mode 'synthesize' needs an aggregator model (a model name or 'top1')")
     _check_topology(spec, fail)
+
+
+def _short(name: str) -> str:
+    # Model and step names are at most MAX_NAME_LENGTH long; a reference to none may be any length.
+    return name if len(name) <= 60 else name[:60] + "..."
 
 
 def step_successors(spec: MixSpec) -> dict[str, str]:

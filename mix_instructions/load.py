@@ -61,7 +61,9 @@ MAX_DEPTH = 32
 MAX_NODES = 20_000
 """Most keys and values in a file, counted as if every YAML alias were written out (a mix has a few hundred)."""
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}$]*))?\}")
+"""${VAR} or ${VAR:-default}. A default holds no '}' nor '$', so no match scans past the next reference
+(with any character allowed, a file of unclosed `${A:-` took time quadratic in its size: 55 s for 160 KB)."""
 _SUFFIXES = (".yaml", ".yml", ".json")
 _BUNDLED_NAME = re.compile(r"[A-Za-z0-9_\-]+")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -79,12 +81,14 @@ def resolve_path(path_or_name: str | os.PathLike[str]) -> Path:
         MixError: No such file or bundled mix, or the path is a directory or not a regular file.
     """
     path = Path(path_or_name)
-    if path.suffix.lower() in _SUFFIXES or _exists(path):
+    if path.suffix.lower() in _SUFFIXES or path.is_file():
         _check_file(path)
         return path
     bundled = BUNDLED_DIR / f"{path}.yaml"
     if _BUNDLED_NAME.fullmatch(str(path)) and bundled.is_file():
-        return bundled
+        return bundled  # even beside a folder of that name: `moai run route` means the bundled mix
+    if _exists(path):
+        _check_file(path)  # a directory or a device: say which
     raise MixError(str(path), "", f"neither a file nor a bundled mix; bundled mixes: {', '.join(bundled_mixes())}")
 
 
@@ -142,6 +146,8 @@ def load_any(
     path = resolve_path(path_or_name)
     data = _read(path)
     sources = [str(path)]
+    if overrides and not isinstance(data, Mapping):  # merging would silently replace it by the override
+        raise MixError(str(path), "", f"a mix is a mapping of fields, not {_kind(data)}")
     for override in overrides:
         extra = _read(Path(override))
         if not isinstance(extra, Mapping):
@@ -204,7 +210,8 @@ class _Refused(Exception):
 
     def __init__(self, path: Sequence[str], message: str) -> None:
         super().__init__(message)
-        self.field = ".".join(path[:8]) + ("..." if len(path) > 8 else "")  # a deep path would fill the line
+        # A deep path, or a long key, would fill the line.
+        self.field = ".".join(_short(part) for part in path[:8]) + ("..." if len(path) > 8 else "")
         self.message = message
 
 
@@ -280,7 +287,8 @@ class _BoundedLoader(yaml.SafeLoader):
         keys = self._keys.setdefault(id(mapping), {})
         name, line = (key.tag, key.value), key.start_mark.line + 1
         if name in keys:
-            self._refuse(f"key '{key.value}' is written twice in one mapping (lines {keys[name]} and {line}): keep one")
+            where = f"(lines {keys[name]} and {line})"
+            self._refuse(f"key '{_short(key.value)}' is written twice in one mapping {where}: keep one")
         keys[name] = line
 
     def _refuse(self, message: str) -> NoReturn:
@@ -323,7 +331,7 @@ def _parse_json(text: str) -> Any:
         if isinstance(value, dict):
             if id(value) in twice:
                 key = twice[id(value)]
-                raise _Refused([*path, key], f"key '{key}' is written twice in one object: keep one")
+                raise _Refused([*path, key], f"key '{_short(key)}' is written twice in one object: keep one")
             stack.extend(reversed([(item, [*path, str(key)]) for key, item in value.items()]))
         elif isinstance(value, list):
             stack.extend(reversed([(item, [*path, str(i)]) for i, item in enumerate(value)]))
@@ -410,13 +418,14 @@ def _expand(value: Any, unset: list[tuple[str, str]], path: tuple[str, ...] = ()
 
         return _ENV_REF.sub(resolve, value)
     if isinstance(value, Mapping):
-        return {k: _expand(v, unset, (*path, str(k))) for k, v in value.items()}
+        return {k: _expand(v, unset, (*path, _short(k))) for k, v in value.items()}
     if isinstance(value, list):
         return [_expand(v, unset, (*path, str(i))) for i, v in enumerate(value)]
     return value
 
 
 def _unset_error(source: str, field: str, name: str) -> MixError:
+    name = _short(name)
     return MixError(source, field, f"${{{name}}} is not set and has no default: set {name} or write ${{{name}:-...}}")
 
 
@@ -431,7 +440,7 @@ def _mix_error(err: ValidationError, source: str, root: type[BaseModel]) -> MixE
     if first["type"] == "extra_forbidden":
         valid = _fields_at(root, loc[:-1])
         guess = difflib.get_close_matches(loc[-1], valid, n=1)
-        message = f"unknown field '{loc[-1]}'" + (f" (did you mean '{guess[0]}'?)" if guess else "")
+        message = f"unknown field '{_short(loc[-1])}'" + (f" (did you mean '{guess[0]}'?)" if guess else "")
         message += f"; valid fields: {', '.join(valid)}"
     elif first["type"] == "missing":
         message = "required field is missing"
@@ -440,24 +449,24 @@ def _mix_error(err: ValidationError, source: str, root: type[BaseModel]) -> MixE
     elif first["type"] == "union_tag_invalid":
         message = "'kind' must be one of: propose, judge"
     elif first["type"] == "string_pattern_mismatch":
-        message = _PATTERNS.get(first["ctx"]["pattern"], "does not match {pattern}").format(
-            value=first["input"], pattern=first["ctx"]["pattern"]
+        message = _PATTERNS.get(first["ctx"]["pattern"], "{value} does not match {pattern}").format(
+            value=_short(repr(first["input"])), pattern=first["ctx"]["pattern"]
         )
     elif first["type"] == "finite_number":
-        message = f"must be a finite number{_bounds(root, first['loc'])} (got {first['input']!r})"
+        message = f"must be a finite number{_bounds(root, first['loc'])} (got {_short(repr(first['input']))})"
     else:
         message = first["msg"]
         if isinstance(first.get("input"), str | int | float | bool):
-            message += f" (got {first['input']!r})"
+            message += f" (got {_short(repr(first['input']))})"
     field = ".".join(_visible(first["loc"]))
     more = len(errors) - 1
     return MixError(source, field, message + (f" (and {more} more error{'s' * (more > 1)})" if more else ""))
 
 
 _PATTERNS = {
-    _NAME: "{value!r} is not a valid name: use " + NAME_RULE,
-    _MODEL_NAME: "{value!r} is not a valid model name: no spaces or control characters",
-    r"^https?://\S+$": "{value!r} is not a URL: write http://host:port/v1 or https://...",
+    _NAME: "{value} is not a valid name: use " + NAME_RULE,
+    _MODEL_NAME: "{value} is not a valid model name: no spaces or control characters",
+    r"^https?://\S+$": "{value} is not a URL: write http://host:port/v1 or https://...",
 }
 """Each pattern of the schema, in words."""
 
@@ -472,7 +481,7 @@ _KEYED: dict[tuple[type[BaseModel], str], type[BaseModel]] = {(MixSpec, "models"
 
 def _visible(loc: tuple[int | str, ...]) -> list[str]:
     """Return an error's location as the file spells it, without pydantic's union labels."""
-    return [str(part) for part in loc if str(part) not in _UNION_LABELS and "[" not in str(part)]
+    return [_short(part) for part in loc if str(part) not in _UNION_LABELS and "[" not in str(part)]
 
 
 def _fields_at(root: type[BaseModel], loc: list[str]) -> list[str]:
@@ -513,6 +522,12 @@ def _model_at(root: type[BaseModel], loc: list[str]) -> type[BaseModel]:
         elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             model = field.annotation
     return model
+
+
+def _short(text: object, limit: int = 60) -> str:
+    """Return `text` cut to `limit` characters, so that a huge key or value cannot flood a message."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _one_line(err: Exception) -> str:

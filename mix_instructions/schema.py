@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 __all__ = [
     "MAX_ALPHA",
@@ -91,6 +92,23 @@ def _name(what: str) -> str:
 class _Strict(BaseModel):
     # allow_inf_nan=False: .inf/.nan in YAML, NaN/Infinity in JSON and 'nan' strings are refused by field.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _booleans_are_not_numbers(cls, data: Any) -> Any:
+        # YAML reads yes/no/on/off as booleans, and pydantic takes True for 1 (`max_rounds: on` would be 1).
+        # Spelt as a string, a boolean fails the number's own validation, at its field.
+        if not isinstance(data, Mapping):
+            return data
+        booleans = {
+            key: str(data[key]).lower()
+            for name, field in cls.model_fields.items()
+            if field.annotation in _NUMBERS and isinstance(data.get(key := field.alias or name), bool)
+        }
+        return {**data, **booleans} if booleans else data
+
+
+_NUMBERS = (int, float, int | None, float | None)
 
 
 class Price(_Strict):

@@ -305,6 +305,12 @@ CASES: dict[str, Case] = {
     "alpha_above_cap": Case(
         mix(gate={"objective": {"alpha": 60}}), "gate.objective.alpha", ("less than or equal to 10",)
     ),
+    # YAML reads yes/no/on/off as booleans, which pydantic would take for 1 and 0.
+    "boolean_as_a_number": Case(
+        GOOD_YAML.replace("name: answer}", "name: answer}, {kind: judge, name: j, stop_when: {max_rounds: on}}"),
+        "steps.1.stop_when.max_rounds",
+        ("valid integer", "(got 'true')"),
+    ),
     # Keys written twice: YAML and JSON would both keep the last one, silently.
     "duplicate_top_level_key": Case(
         mix() + "models:\n  other: {provider: fake, model: o}\n",

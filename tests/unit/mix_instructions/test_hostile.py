@@ -16,7 +16,7 @@ import pytest
 from moai.errors import MixError
 from moai.mix_instructions import bundled_mixes, json_schema, load_any, load_spec
 from moai.mix_instructions import schema as schema_module
-from moai.mix_instructions.load import MAX_FILE_BYTES, MAX_NODES, override_spec, parse_spec
+from moai.mix_instructions.load import _ENV_REF, MAX_FILE_BYTES, MAX_NODES, override_spec, parse_spec
 
 GOOD = "name: good\nmodels:\n  s: {provider: fake, model: s}\nsteps: [{kind: propose, name: answer}]\n"
 
@@ -198,3 +198,41 @@ def test_the_caps_are_exported_and_in_the_json_schema() -> None:
     assert max_rounds["maximum"] == schema_module.MAX_ROUNDS
     assert f"at most {schema_module.MAX_ROUNDS}" in max_rounds["description"]
     assert defs["MixSpec"]["properties"]["steps"]["maxItems"] == schema_module.MAX_STEPS
+
+
+def test_a_variable_default_never_spans_another_reference(tmp_path: Path) -> None:
+    # With any character allowed in a default, each unclosed `${A:-` scanned to the end of the file:
+    # quadratic, 55 s for 160 KB of them. A default now stops at '$' and '}'.
+    assert [m.group(0) for m in _ENV_REF.finditer("${A:-x${B}} ${C:-http://h:1/v1}")] == ["${B}", "${C:-http://h:1/v1}"]
+    path = tmp_path / "unclosed.yaml"
+    path.write_text(GOOD + "description: '" + "${A:-" * 100_000 + "'\n", encoding="utf-8")
+    assert load_spec(path).description == "${A:-" * 100_000
+
+
+def test_a_huge_key_or_value_cannot_flood_the_message(tmp_path: Path) -> None:
+    for text, field in [
+        (GOOD + "k" * 1000 + ": 1\n", "k" * 60 + "..."),  # YAML keys are at most 1024 characters
+        (GOOD.replace("name: good", "name: '" + "é" * 100_000 + "'"), "name"),
+        (GOOD + "gate: {candidates: [" + "m" * 100_000 + "]}\n", "gate.candidates.0"),
+    ]:
+        path = tmp_path / "huge.yaml"
+        path.write_text(text, encoding="utf-8")
+        err = _error(path)
+        assert err.field == field and len(str(err)) < 400, str(err)[:400]
+
+
+def test_a_bundled_name_beats_a_folder_of_that_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "route").mkdir()
+    assert load_spec("route").name == "route"
+    (tmp_path / "mine").mkdir()
+    assert _error("mine").message.startswith("is a directory")
+
+
+def test_an_override_never_replaces_a_mix_that_is_not_a_mapping(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("", encoding="utf-8")
+    whole = tmp_path / "whole.yaml"
+    whole.write_text(GOOD, encoding="utf-8")
+    err = _error(empty, whole)
+    assert (err.source, err.message) == (str(empty), "a mix is a mapping of fields, not an empty file")
