@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from moai.errors import MixError
-from moai.mix_instructions.schema import JudgeStep, MixSpec, ProposeStep
+from moai.mix_instructions.schema import RESERVED_MODEL_NAMES, JudgeStep, MixSpec, ProposeStep
 
 __all__ = ["check_mix", "step_successors"]
 
@@ -30,13 +30,22 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
     def need_model(field: str, name: str | None, *extra: str) -> None:
         if name is not None and name not in pool and name not in extra:
             choices = ", ".join((*extra, *pool))
-            fail(field, f"'{name}' is not declared in models; valid choices: {choices}")
+            fail(field, f"'{_short(name)}' is not declared in models; valid choices: {choices}")
 
     for name, model in spec.models.items():
+        if name in RESERVED_MODEL_NAMES:
+            fail(
+                f"models.{name}",
+                f"'{name}' is a keyword where models are named (a propose step's 'models: selected', a judge's "
+                f"'cross: top1', 'aggregate.model: top1'): rename the model; reserved model names: "
+                f"{', '.join(RESERVED_MODEL_NAMES)}",
+            )
         for i, fallback in enumerate(model.fallbacks):
             need_model(f"models.{name}.fallbacks.{i}", fallback)
             if fallback == name:
                 fail(f"models.{name}.fallbacks.{i}", "a model cannot be its own fallback")
+            if fallback in model.fallbacks[:i]:
+                fail(f"models.{name}.fallbacks.{i}", f"'{fallback}' is listed twice: each fallback is tried once")
         if model.replies and model.provider != "fake":
             fail(f"models.{name}.replies", "only provider 'fake' takes scripted replies")
 
@@ -44,10 +53,14 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
     candidates = gate.candidates if gate.candidates is not None else pool
     for i, name in enumerate(gate.candidates or []):
         need_model(f"gate.candidates.{i}", name)
+        if name in candidates[:i]:
+            fail(f"gate.candidates.{i}", f"'{name}' is listed twice: list each candidate once")
     if not candidates:
         fail("gate.candidates", f"no candidates: list at least one of the {valid}")
     if gate.top_k > len(candidates):
-        fail("gate.top_k", f"{gate.top_k} exceeds the {len(candidates)} candidate models")
+        fail(
+            "gate.top_k", f"{gate.top_k} exceeds the {len(candidates)} candidate models (valid: 1 to {len(candidates)})"
+        )
     need_model("gate.fallback", gate.fallback)
     if gate.min_confidence > 0 and gate.fallback is None:
         fail("gate.fallback", "min_confidence is set, so name the model to fall back to")
@@ -76,13 +89,19 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
             targets.append(("otherwise", step.otherwise))
         for key, target in targets:
             if target is not None and target not in names and target != AGGREGATE:
-                fail(f"steps.{i}.{key}", f"no step '{target}'; valid choices: {', '.join((*names, AGGREGATE))}")
+                choices = ", ".join((*names, AGGREGATE))
+                fail(f"steps.{i}.{key}", f"no step '{_short(target)}'; valid choices: {choices}")
 
     agg = spec.aggregate
     need_model("aggregate.model", agg.model, "top1")
     if agg.mode == "synthesize" and agg.model is None:
         fail("aggregate.model", "mode 'synthesize' needs an aggregator model (a model name or 'top1')")
     _check_topology(spec, fail)
+
+
+def _short(name: str) -> str:
+    # Model and step names are at most MAX_NAME_LENGTH long; a reference to none may be any length.
+    return name if len(name) <= 60 else name[:60] + "..."
 
 
 def step_successors(spec: MixSpec) -> dict[str, str]:

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 import re2
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "MAX_ALPHA",
+    "MAX_ARMS",
+    "MAX_BACKOFF_S",
+    "MAX_CACHE_SIZE",
+    "MAX_CIRCUIT_FAILURES",
+    "MAX_DAY_S",
+    "MAX_MODELS",
+    "MAX_NAME_LENGTH",
+    "MAX_PRICE_PER_MTOK",
+    "MAX_RETRIES",
+    "MAX_ROUNDS",
+    "MAX_STEPS",
+    "MAX_TIMEOUT_S",
+    "MAX_TOKENS",
+    "NAME_RULE",
+    "RESERVED_MODEL_NAMES",
     "AggregateSpec",
     "Arm",
     "Circuit",
@@ -29,18 +46,88 @@ __all__ = [
     "StopWhen",
 ]
 
+# Hard maxima. Each bounds how many model calls, graph steps or bytes a mix can cause, so a typo cannot
+# run away; graphs/compile.py derives LangGraph's recursion limit from them and the mix.
+MAX_ROUNDS = 20
+"""Most times one judge step runs for one query (`stop_when.max_rounds`)."""
+MAX_STEPS = 32
+"""Most steps (propose layers and judges) in a mix."""
+MAX_MODELS = 128
+"""Most models in a pool, in one propose step's list, among a gate's candidates or `top_k`."""
+MAX_ARMS = 32
+"""Most arms of an A/B split."""
+MAX_TOKENS = 1_000_000
+"""Most output tokens one call may ask for (`max_tokens`)."""
+MAX_RETRIES = 10
+"""Most extra attempts of one call after transient errors."""
+MAX_BACKOFF_S = 60.0
+"""Longest first wait before a retry (it doubles for each further one)."""
+MAX_TIMEOUT_S = 3600.0
+"""Longest wait for one attempt of a call, and the largest latency prior."""
+MAX_DAY_S = 86_400.0
+"""Longest circuit cooldown and routing-cache lifetime: one day."""
+MAX_CIRCUIT_FAILURES = 100
+"""Most consecutive failures before a model's circuit opens."""
+MAX_CACHE_SIZE = 100_000
+"""Most queries a routing cache keeps (it allocates one embedding row per slot)."""
+MAX_PRICE_PER_MTOK = 10_000.0
+"""Highest price in USD per million tokens."""
+MAX_ALPHA = 10.0
+"""Largest cost weight: score / cost**alpha stays a finite, non-zero float for every cost moai computes."""
+MAX_NAME_LENGTH = 64
+"""Longest name of a mix, step, model or arm (they become graph, node and file names)."""
+RESERVED_MODEL_NAMES = ("selected", "top1")
+"""Keywords accepted where a model name is: `steps[].models: selected`, `cross: top1`, `aggregate.model: top1`."""
+
 _NAME = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
+NAME_RULE = f"ASCII letters, digits, '_' and '-', starting with a letter or '_', at most {MAX_NAME_LENGTH} characters"
+"""What `_NAME` allows, in words: names become LangGraph node and graph names, usage labels and file names."""
+_MODEL_NAME = r"^[^\s\x00-\x1f\x7f]+$"
+"""A model's name: any printable characters but spaces (ids such as 'gpt-4.1' or 'meta/llama-3' are common)."""
+ModelName = Annotated[str, StringConstraints(pattern=_MODEL_NAME, max_length=MAX_NAME_LENGTH)]
+
+
+def _name(what: str) -> str:
+    return f"{what}: {NAME_RULE}."
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: .inf/.nan in YAML, NaN/Infinity in JSON and 'nan' strings are refused by field.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _booleans_are_not_numbers(cls, data: Any) -> Any:
+        # YAML reads yes/no/on/off as booleans, and pydantic takes True for 1 (`max_rounds: on` would be 1).
+        # Spelt as a string, a boolean fails the number's own validation, at its field.
+        if not isinstance(data, Mapping):
+            return data
+        booleans = {
+            key: str(data[key]).lower()
+            for name, field in cls.model_fields.items()
+            if field.annotation in _NUMBERS and isinstance(data.get(key := field.alias or name), bool)
+        }
+        return {**data, **booleans} if booleans else data
+
+
+_NUMBERS = (int, float, int | None, float | None)
 
 
 class Price(_Strict):
     """Price of a model in US dollars per million tokens."""
 
-    input_per_mtok: float = Field(0.0, ge=0, description="USD per 1M input (prompt) tokens.")
-    output_per_mtok: float = Field(0.0, ge=0, description="USD per 1M output (completion) tokens.")
+    input_per_mtok: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_PRICE_PER_MTOK,
+        description=f"USD per 1M input (prompt) tokens (at most {MAX_PRICE_PER_MTOK:g}).",
+    )
+    output_per_mtok: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_PRICE_PER_MTOK,
+        description=f"USD per 1M output (completion) tokens (at most {MAX_PRICE_PER_MTOK:g}).",
+    )
 
 
 class ModelSpec(_Strict):
@@ -50,8 +137,12 @@ class ModelSpec(_Strict):
         description="Backend: 'local' (embedded, no key, no network), 'openai' (any OpenAI-compatible "
         "endpoint), 'fake' (scripted replies, for tests)."
     )
-    model: str = Field(description="Model id at the provider, e.g. 'smollm2-135m-instruct' or 'gpt-4o-mini'.")
-    base_url: str | None = Field(None, description="Endpoint of an OpenAI-compatible server.")
+    model: str = Field(
+        min_length=1, description="Model id at the provider, e.g. 'smollm2-135m-instruct' or 'gpt-4o-mini'."
+    )
+    base_url: str | None = Field(
+        None, pattern=r"^https?://\S+$", description="Endpoint of an OpenAI-compatible server: http(s)://host:port/v1."
+    )
     api_key: str | None = Field(
         None, description="API key: write an ${ENV_VAR} reference here, never the secret itself."
     )
@@ -64,22 +155,48 @@ class ModelSpec(_Strict):
     quality: float = Field(
         0.5, ge=0, le=1, description="Prior probability of a good answer, used when no scorer is trained."
     )
-    latency_s: float = Field(1.0, gt=0, description="Expected seconds for one call (latency prior).")
-    energy_wh_per_ktok: float = Field(0.0, ge=0, description="Energy per 1,000 tokens processed, in Wh.")
-    grid_gco2_per_kwh: float = Field(
-        400.0, ge=0, description="Carbon intensity of the grid that powers the model, gCO2e per kWh."
+    latency_s: float = Field(
+        1.0,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        description=f"Expected seconds for one call (latency prior; at most {MAX_TIMEOUT_S:g}).",
     )
-    max_tokens: int = Field(256, gt=0, description="Most output tokens one call may produce.")
+    energy_wh_per_ktok: float = Field(
+        0.0, ge=0, le=10_000, description="Energy per 1,000 tokens processed, in Wh (at most 10000)."
+    )
+    grid_gco2_per_kwh: float = Field(
+        400.0,
+        ge=0,
+        le=5_000,
+        description="Carbon intensity of the grid that powers the model, gCO2e per kWh (at most 5000).",
+    )
+    max_tokens: int = Field(
+        256, gt=0, le=MAX_TOKENS, description=f"Most output tokens one call may produce (at most {MAX_TOKENS})."
+    )
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
-    timeout_s: float = Field(120.0, gt=0, description="Seconds before one attempt of a call is abandoned.")
+    timeout_s: float = Field(
+        120.0,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        description=f"Seconds before one attempt of a call is abandoned (at most {MAX_TIMEOUT_S:g}).",
+    )
     retries: int = Field(
-        1, ge=0, le=10, description="Extra attempts after a transient error (timeout, connection, 429, 5xx)."
+        1,
+        ge=0,
+        le=MAX_RETRIES,
+        description=f"Extra attempts after a transient error (timeout, connection, 429, 5xx; at most {MAX_RETRIES}).",
     )
     backoff_s: float = Field(
-        0.5, ge=0, description="Wait before the first retry; it doubles (with jitter) for each further one."
+        0.5,
+        ge=0,
+        le=MAX_BACKOFF_S,
+        description="Wait before the first retry; it doubles (with jitter) for each further one "
+        f"(at most {MAX_BACKOFF_S:g}).",
     )
     fallbacks: list[str] = Field(
-        default_factory=list, description="Models of the pool to try, in order, when this one fails."
+        default_factory=list,
+        max_length=MAX_MODELS,
+        description="Models of the pool to try, in order, when this one fails (each at most once).",
     )
     tags: list[str] = Field(default_factory=list, description="Free labels, e.g. 'math', 'cheap'.")
     replies: list[str] = Field(default_factory=list, description="provider 'fake' only: the replies it gives, in turn.")
@@ -88,7 +205,12 @@ class ModelSpec(_Strict):
 class Objective(_Strict):
     """What the gate optimises: quality per cost, within a budget."""
 
-    alpha: float = Field(0.0, ge=0, description="Cost weight: rank by score / cost**alpha (0 = quality only, Routoo).")
+    alpha: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_ALPHA,
+        description=f"Cost weight: rank by score / cost**alpha (0 = quality only, Routoo; at most {MAX_ALPHA:g}).",
+    )
     budget_usd: float | None = Field(
         None, ge=0, description="Most US dollars one query may spend over all its model calls."
     )
@@ -156,8 +278,12 @@ class RoutingCache(_Strict):
     similarity: float = Field(
         0.95, gt=0, le=1, description="Least cosine similarity of the query embeddings that counts as a repeat."
     )
-    size: int = Field(1024, ge=1, description="Most recent queries kept.")
-    ttl_s: float = Field(3600.0, gt=0, description="Seconds a cached entry stays valid.")
+    size: int = Field(
+        1024, ge=1, le=MAX_CACHE_SIZE, description=f"Most recent queries kept (at most {MAX_CACHE_SIZE})."
+    )
+    ttl_s: float = Field(
+        3600.0, gt=0, le=MAX_DAY_S, description=f"Seconds a cached entry stays valid (at most {MAX_DAY_S:g})."
+    )
 
 
 class GateSpec(_Strict):
@@ -168,13 +294,17 @@ class GateSpec(_Strict):
         description="What predicts each model's score: 'priors' (each model's declared quality), "
         "'bundled:<name>' (a checkpoint shipped with moai) or a checkpoint folder (relative to the mix file).",
     )
-    candidates: list[str] | None = Field(None, description="Models the gate may pick; default: the whole pool.")
+    candidates: list[str] | None = Field(
+        None, max_length=MAX_MODELS, description="Models the gate may pick, each once; default: the whole pool."
+    )
     order: Literal["score", "cost"] = Field(
         "score",
         description="'score': best score / cost**alpha first, ties by output cost, input cost, latency "
         "(RouteMoA); 'cost': cheapest first (a FrugalGPT cascade).",
     )
-    top_k: int = Field(1, ge=1, description="How many models to select.")
+    top_k: int = Field(
+        1, ge=1, le=MAX_MODELS, description="How many models to select (at most the number of candidates)."
+    )
     objective: Objective = Field(default=Objective(), description="Cost weight and budget.")
     constraints: Constraints = Field(default=Constraints(), description="Hard constraints.")
     min_confidence: float = Field(
@@ -205,11 +335,12 @@ class ProposeStep(_Strict):
     """Models answer, each in its own concurrent call."""
 
     kind: Literal["propose"] = "propose"
-    name: str = Field(pattern=_NAME, description="Node name in the graph: letters, digits, '_' and '-'.")
+    name: str = Field(pattern=_NAME, max_length=MAX_NAME_LENGTH, description=_name("Node name in the graph"))
     models: Literal["selected"] | list[str | Proposer] = Field(
         "selected",
+        max_length=MAX_MODELS,
         description="'selected' (the gate's or the last judge's choice) or a list of model names or "
-        "{model, role, instructions}.",
+        f"{{model, role, instructions}} (at most {MAX_MODELS}).",
     )
     prompt: Literal["answer", "improve", "revise"] = Field(
         "answer",
@@ -223,14 +354,16 @@ class StopWhen(_Strict):
     """When the loop that passes through a judge ends."""
 
     score_at_least: float | None = Field(None, ge=0, le=1, description="Stop once the best judged score reaches this.")
-    max_rounds: int = Field(3, ge=1, description="Most times the judge runs for one query.")
+    max_rounds: int = Field(
+        3, ge=1, le=MAX_ROUNDS, description=f"Most times the judge runs for one query (at most {MAX_ROUNDS})."
+    )
 
 
 class JudgeStep(_Strict):
     """Assess the answers: self-assessment by the proposers, cross-assessment by a judge model."""
 
     kind: Literal["judge"] = "judge"
-    name: str = Field(pattern=_NAME, description="Node name in the graph: letters, digits, '_' and '-'.")
+    name: str = Field(pattern=_NAME, max_length=MAX_NAME_LENGTH, description=_name("Node name in the graph"))
     self_assess: bool = Field(
         True, alias="self", description="Use each proposer's own stated confidence (asked for in its prompt)."
     )
@@ -254,7 +387,7 @@ class JudgeStep(_Strict):
         description="Models of the next round: 'rerank' top-k by the judged scores, 'next' the next "
         "untried model in the gate's order (escalation), 'same' the models of this round.",
     )
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
 
 
 Step = Annotated[ProposeStep | JudgeStep, Field(discriminator="kind")]
@@ -274,20 +407,36 @@ class AggregateSpec(_Strict):
 class Circuit(_Strict):
     """The circuit breaker: a model that keeps failing is left alone for a while."""
 
-    failures: int = Field(3, ge=1, description="Consecutive failed calls that open the circuit of a model.")
+    failures: int = Field(
+        3,
+        ge=1,
+        le=MAX_CIRCUIT_FAILURES,
+        description=f"Consecutive failed calls that open the circuit of a model (at most {MAX_CIRCUIT_FAILURES}).",
+    )
     cooldown_s: float = Field(
-        30.0, ge=0, description="Seconds an open circuit keeps the model out; then one trial call is let through."
+        30.0,
+        ge=0,
+        le=MAX_DAY_S,
+        description="Seconds an open circuit keeps the model out; then one trial call is let through "
+        f"(at most {MAX_DAY_S:g}).",
     )
 
 
 class MixSpec(_Strict):
     """A mix: a pool of models, a gate, the steps that run, and how the answer is made."""
 
-    name: str = Field(pattern=_NAME, description="Name of the mix: letters, digits, '_' and '-'.")
+    name: str = Field(pattern=_NAME, max_length=MAX_NAME_LENGTH, description=_name("Name of the mix"))
     description: str = Field("", description="What the mix does, in a sentence.")
-    models: dict[str, ModelSpec] = Field(description="The pool, keyed by the names the mix uses.")
+    models: dict[ModelName, ModelSpec] = Field(
+        max_length=MAX_MODELS,
+        description=f"The pool, keyed by the names the mix uses (no spaces; not {' or '.join(RESERVED_MODEL_NAMES)}, "
+        f"which are keywords; at most {MAX_MODELS} models).",
+    )
     gate: GateSpec = Field(default=GateSpec(), description="Scoring and selection before any model runs.")
-    steps: list[Step] = Field(description="The steps, in order; 'next' and 'otherwise' make other edges.")
+    steps: list[Step] = Field(
+        max_length=MAX_STEPS,
+        description=f"The steps, in order; 'next' and 'otherwise' make other edges (at most {MAX_STEPS}).",
+    )
     aggregate: AggregateSpec = Field(default=AggregateSpec(), description="How the answer is made.")
     circuit: Circuit = Field(default=Circuit(), description="When a failing model is put in cooldown.")
 
@@ -299,7 +448,9 @@ class Arm(_Strict):
     model: str | None = Field(
         None, description="Pin the gate of that mix to this model of its pool (an A/B test of two models)."
     )
-    weight: float = Field(1.0, gt=0, description="Share of the traffic, relative to the other arms' weights.")
+    weight: float = Field(
+        1.0, gt=0, le=1e6, description="Share of the traffic, relative to the other arms' weights (at most 1e6)."
+    )
 
 
 class Split(_Strict):
@@ -311,15 +462,16 @@ class Split(_Strict):
         "'thread_id') or the user id (context 'user_id' or configurable 'user_id'). A run with neither "
         "is assigned by its query's text.",
     )
-    arms: dict[Annotated[str, StringConstraints(pattern=_NAME)], Arm] = Field(
+    arms: dict[Annotated[str, StringConstraints(pattern=_NAME, max_length=MAX_NAME_LENGTH)], Arm] = Field(
         min_length=2,
-        description="The arms, keyed by a name (letters, digits, '_' and '-') that labels their usage rows.",
+        max_length=MAX_ARMS,
+        description=f"The arms (at most {MAX_ARMS}), keyed by a name that labels their usage rows: {NAME_RULE}.",
     )
 
 
 class SplitSpec(_Strict):
     """An A/B split: traffic divided by weight between mixes (or models), each thread always in one arm."""
 
-    name: str = Field(pattern=_NAME, description="Name of the split: letters, digits, '_' and '-'.")
+    name: str = Field(pattern=_NAME, max_length=MAX_NAME_LENGTH, description=_name("Name of the split"))
     description: str = Field("", description="What the split compares, in a sentence.")
     split: Split = Field(description="The arms and what assigns a run to one.")

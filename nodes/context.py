@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from langgraph.config import get_config
+
+from moai.mix_instructions.schema import MAX_MODELS
 
 __all__ = ["MixContext", "caller"]
 
@@ -26,6 +29,24 @@ class MixContext:
     user_id: str | None = field(
         default=None, metadata={"description": "Who asks: recorded with the run, and what an A/B split may key on."}
     )
+
+    def __post_init__(self) -> None:
+        """Refuse a value the mix file could not hold, so no caller can switch the budget off by a NaN.
+
+        Raises:
+            ValueError: `budget_usd` is not a finite number >= 0, or `top_k` not an integer from 1 to
+                `MAX_MODELS` (a `top_k` above the mix's candidates picks them all).
+        """
+        budget = self.budget_usd
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, int | float) or not math.isfinite(budget) or budget < 0
+        ):
+            raise ValueError(f"MixContext.budget_usd must be a finite number >= 0 or None, got {budget!r}")
+        top_k = self.top_k
+        if top_k is not None and (
+            isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_MODELS
+        ):
+            raise ValueError(f"MixContext.top_k must be an integer from 1 to {MAX_MODELS} or None, got {top_k!r}")
 
 
 def caller(context: MixContext | None) -> tuple[str | None, str | None]:

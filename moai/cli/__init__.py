@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -44,6 +44,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.stream and args.json:
+        # --json promises one JSON document on stdout; its "answer" already holds what --stream would print.
+        print("error: --stream and --json cannot be combined: --json prints one JSON document", file=sys.stderr)
+        return 2
+    if not args.query.strip():
+        print("error: QUERY: the question is empty: give the text to answer", file=sys.stderr)
+        return 2
+    _check_settings(args)
     result = asyncio.run(_answer(args))
     if args.json:
         print(json.dumps(result, indent=2))
@@ -53,6 +61,38 @@ def _run(args: argparse.Namespace) -> int:
     print()
     print(_report(result))
     return 0
+
+
+def _check_settings(args: argparse.Namespace) -> None:
+    """Validate --budget and --top-k exactly as the mix file's own values: merged over it, through the schema.
+
+    For an A/B split, over each arm's mix (an arm pinned to one model keeps its single pick, as at run time).
+
+    Raises:
+        MixError: A value the file could not hold; the source names the file and the flag.
+    """
+    from moai.graphs.split import arm_spec
+    from moai.mix_instructions import MixSpec, load_any, resolve_path
+    from moai.mix_instructions.load import override_spec
+
+    flags = {"--budget": args.budget, "--top-k": args.top_k}
+    given = " ".join(f"{flag} {value:g}" for flag, value in flags.items() if value is not None)
+    if not given:
+        return
+    spec = load_any(args.mix, args.override)
+    source = " + ".join([str(resolve_path(args.mix)), *map(str, args.override)])
+    mixes = [(spec, source, False)] if isinstance(spec, MixSpec) else []
+    if not isinstance(spec, MixSpec):
+        for arm in spec.split.arms:
+            mix, mix_source = arm_spec(spec, arm, source)
+            mixes.append((mix, mix_source, spec.split.arms[arm].model is not None))
+    for mix, mix_source, pinned in mixes:
+        gate: dict[str, Any] = {}
+        if args.budget is not None:
+            gate["objective"] = {"budget_usd": args.budget}
+        if args.top_k is not None and not pinned:
+            gate["top_k"] = args.top_k
+        override_spec(mix, {"gate": gate}, f"{mix_source} with {given}")
 
 
 async def _answer(args: argparse.Namespace) -> dict[str, Any]:
@@ -183,8 +223,15 @@ def _dataset_build(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other bad input (its subcommands inherit this class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="moai", description="Mixture-of-AI: declarative mixes of LLMs.")
+    parser = _Parser(prog="moai", description="Mixture-of-AI: declarative mixes of LLMs.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="check mix files: schema, references, graph shape")
     p.add_argument("paths", nargs="+", help="mix files (.yaml, .yml, .json) or bundled mix names")
@@ -236,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return its exit code."""
     from moai.errors import MixError, MixRunError, ProviderError
 
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # a flag argparse refuses exits 2 here, as argparse always does
     try:
         code: int = args.func(args)
     except MixError as err:

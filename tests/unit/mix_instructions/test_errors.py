@@ -15,7 +15,8 @@ from moai.api import mix_runtime
 from moai.errors import MixError
 from moai.graphs.compile import build_graph
 from moai.mix_instructions import bundled_mixes, load_spec
-from moai.mix_instructions.load import parse_spec
+from moai.mix_instructions.load import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, parse_spec
+from moai.mix_instructions.schema import MAX_MODELS, MAX_ROUNDS, MAX_STEPS
 
 GOOD_MODELS: dict[str, dict[str, Any]] = {
     "gpt": {"provider": "openai", "model": "gpt-4o-mini", "api_key": "${OPENAI_API_KEY}"},
@@ -56,6 +57,17 @@ class Case:
     suffix: str = ".yaml"
 
 
+GOOD_YAML = "name: good\nmodels:\n  s: {provider: fake, model: s}\nsteps: [{kind: propose, name: answer}]\n"
+JSON_MIX = (
+    '{"name": "j", "models": {"a": {"provider": "fake", "model": "a", "quality": 0.5}}, '
+    '"steps": [{"kind": "propose", "name": "x"}]}'
+)
+# 469 bytes that a naive loader expands into 9**9 (387 million) strings.
+LAUGHS = (
+    "bomb:\n"
+    + "  a: &a [x, x, x, x, x, x, x, x, x]\n"
+    + "".join(f"  {c}: &{c} [" + ", ".join([f"*{p}"] * 9) + "]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+)
 LOOP = J("check", cross=None, otherwise="answer")
 CASES: dict[str, Case] = {
     "unparsable_yaml": Case("name: [unclosed\nmodels: {\n", "", ("cannot be parsed",)),
@@ -242,6 +254,152 @@ CASES: dict[str, Case] = {
     "step_name_with_reserved_character": Case(
         mix(steps=[P("answer:v2")]), "steps.0.name", ("'answer:v2' is not a valid name",)
     ),
+    # Numbers: finite and within the documented maxima, whichever way a file spells them.
+    "infinite_price": Case(
+        mix(models=models(gpt={"price": {"input_per_mtok": float("inf")}})),
+        "models.gpt.price.input_per_mtok",
+        ("must be a finite number >= 0 and <= 10000", "(got inf)"),
+    ),
+    "nan_quality": Case(
+        mix(models=models(smol={"quality": float("nan")})),
+        "models.smol.quality",
+        ("must be a finite number >= 0 and <= 1", "(got nan)"),
+    ),
+    "nan_string_budget": Case(
+        mix(gate={"objective": {"budget_usd": "nan"}}), "gate.objective.budget_usd", ("finite number >= 0",)
+    ),
+    "overflowing_exponent": Case(
+        mix(models=models(smol={"timeout_s": "1e400"})), "models.smol.timeout_s", ("finite number > 0 and <= 3600",)
+    ),
+    "json_nan": Case(JSON_MIX.replace('"quality": 0.5', '"quality": NaN'), "models.a.quality", ("finite",), ".json"),
+    "json_infinity": Case(
+        JSON_MIX.replace('"quality": 0.5', '"latency_s": Infinity'), "models.a.latency_s", ("finite",), ".json"
+    ),
+    "huge_integer": Case(mix() + "circuit: {failures: " + "9" * 5000 + "}\n", "", ("a number longer than",)),
+    "max_rounds_above_cap": Case(
+        mix(steps=[P("answer"), J("check", otherwise="answer", stop_when={"max_rounds": 1_000_000_000})]),
+        "steps.1.stop_when.max_rounds",
+        (f"less than or equal to {MAX_ROUNDS}",),
+    ),
+    "too_many_steps": Case(
+        mix(steps=[P(f"s{i}") for i in range(MAX_STEPS + 1)]), "steps", (f"at most {MAX_STEPS} items",)
+    ),
+    "too_many_models_in_a_step": Case(
+        mix(steps=[P("answer", models=["smol"] * (MAX_MODELS + 1))]),
+        "steps.0.models",
+        (f"at most {MAX_MODELS} items",),
+    ),
+    "max_tokens_above_cap": Case(
+        mix(models=models(smol={"max_tokens": 10**9})), "models.smol.max_tokens", ("less than or equal to 1000000",)
+    ),
+    "backoff_above_cap": Case(
+        mix(models=models(smol={"backoff_s": 3600})), "models.smol.backoff_s", ("less than or equal to 60",)
+    ),
+    "cache_size_above_cap": Case(
+        mix(gate={"cache": {"size": 10**9}}), "gate.cache.size", ("less than or equal to 100000",)
+    ),
+    "circuit_failures_above_cap": Case(
+        mix(circuit={"failures": 10**6}), "circuit.failures", ("less than or equal to 100",)
+    ),
+    # score / cost**alpha: a large alpha made a cheap model's cost**alpha 0.0, a ZeroDivisionError in the gate.
+    "alpha_above_cap": Case(
+        mix(gate={"objective": {"alpha": 60}}), "gate.objective.alpha", ("less than or equal to 10",)
+    ),
+    # YAML reads yes/no/on/off as booleans, which pydantic would take for 1 and 0.
+    "boolean_as_a_number": Case(
+        GOOD_YAML.replace("name: answer}", "name: answer}, {kind: judge, name: j, stop_when: {max_rounds: on}}"),
+        "steps.1.stop_when.max_rounds",
+        ("valid integer", "(got 'true')"),
+    ),
+    # Keys written twice: YAML and JSON would both keep the last one, silently.
+    "duplicate_top_level_key": Case(
+        mix() + "models:\n  other: {provider: fake, model: o}\n",
+        "models",
+        ("key 'models' is written twice in one mapping", "lines 2 and "),
+    ),
+    "duplicate_key_in_a_flow_mapping": Case(
+        GOOD_YAML.replace("model: s}", "model: s, model: t}"),
+        "models.s.model",
+        ("'model' is written twice", "lines 3 and 3"),
+    ),
+    "duplicate_key_json": Case(
+        JSON_MIX.replace('"steps"', '"models": {"b": {"provider": "fake", "model": "b"}}, "steps"'),
+        "models",
+        ("key 'models' is written twice",),
+        ".json",
+    ),
+    "duplicate_nested_key_json": Case(
+        JSON_MIX.replace('"model": "a"', '"model": "a", "model": "b"'),
+        "models.a.model",
+        ("'model' is written twice",),
+        ".json",
+    ),
+    # Hostile structure: refused while parsing, before anything is expanded or built.
+    "deep_yaml": Case(
+        GOOD_YAML + "description: " + "[" * 5000 + "]" * 5000 + "\n",
+        "description.0.0.0.0.0.0.0...",
+        (f"nested deeper than {MAX_DEPTH} levels (line 5)",),
+    ),
+    "deep_json": Case(
+        '{"name": "j", "description": ' + "[" * 40 + "]" * 40 + "}",
+        "description.0.0.0.0.0.0.0...",
+        (f"nested deeper than {MAX_DEPTH} levels",),
+        ".json",
+    ),
+    "very_deep_json": Case('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "", ("nested deeper",), ".json"),
+    "billion_laughs": Case(
+        GOOD_YAML + LAUGHS, "bomb.e.1", (f"more than {MAX_NODES} keys and values once aliases are expanded", "line 10")
+    ),
+    "recursive_alias": Case(GOOD_YAML + "bomb: &a [x, *a]\n", "bomb.1", ("alias inside the node it refers to",)),
+    "file_too_large": Case(GOOD_YAML + "#" * MAX_FILE_BYTES, "", ("larger than 1024 KiB",)),
+    "empty_file": Case("", "", ("not an empty file",)),
+    # Names: keywords are not model names; step, mix and arm names are ASCII identifiers.
+    "model_named_top1": Case(
+        mix(models={**GOOD_MODELS, "top1": {"provider": "fake", "model": "t"}}),
+        "models.top1",
+        ("'top1' is a keyword", "cross: top1", "reserved model names: selected, top1"),
+    ),
+    "model_named_selected": Case(
+        mix(models={"selected": {"provider": "fake", "model": "t"}}),
+        "models.selected",
+        ("'selected' is a keyword", "models: selected", "reserved model names: selected, top1"),
+    ),
+    "model_name_with_a_space": Case(
+        mix(models={"my model": {"provider": "fake", "model": "t"}}),
+        "models.my model",
+        ("'my model' is not a valid model name", "no spaces"),
+    ),
+    "unicode_mix_name": Case(
+        mix(name="café"), "name", ("'café' is not a valid name", "ASCII letters, digits, '_' and '-'")
+    ),
+    "name_with_a_trailing_newline": Case(mix(steps=[P("answer\n")]), "steps.0.name", ("not a valid name",)),
+    "overlong_step_name": Case(mix(steps=[P("a" * 65)]), "steps.0.name", ("at most 64 characters",)),
+    "empty_model_id": Case(mix(models=models(smol={"model": ""})), "models.smol.model", ("at least 1 character",)),
+    "base_url_not_a_url": Case(
+        mix(models=models(gpt={"base_url": "localhost:8000/v1"})),
+        "models.gpt.base_url",
+        ("'localhost:8000/v1' is not a URL", "http://host:port/v1"),
+    ),
+    # An unset variable without a default: refused with its field now, not a "Connection error" at run time.
+    "unset_variable_in_base_url": Case(
+        mix(models=models(gpt={"base_url": "${MOAI_T_NEVER_SET}"})),
+        "models.gpt.base_url",
+        ("${MOAI_T_NEVER_SET} is not set and has no default", "${MOAI_T_NEVER_SET:-...}"),
+    ),
+    "unset_variable_in_model_id": Case(
+        mix(models=models(gpt={"model": "gpt-${MOAI_T_NEVER_SET}"})),
+        "models.gpt.model",
+        ("${MOAI_T_NEVER_SET} is not set",),
+    ),
+    "unset_variable_in_a_number": Case(
+        mix(models=models(gpt={"quality": "${MOAI_T_NEVER_SET}"})), "models.gpt.quality", ("is not set",)
+    ),
+    "candidate_listed_twice": Case(
+        mix(gate={"candidates": ["smol", "smol"], "top_k": 2}), "gate.candidates.1", ("'smol' is listed twice",)
+    ),
+    "fallback_listed_twice": Case(
+        mix(models=models(gpt={"fallbacks": ["smol", "smol"]})), "models.gpt.fallbacks.1", ("'smol' is listed twice",)
+    ),
 }
 
 
@@ -290,7 +448,7 @@ def test_unknown_bundled_name_lists_the_bundled_mixes() -> None:
 
 ENV_MIX = """\
 name: env
-description: ${MOAI_T_UNSET}
+description: ${MOAI_T_UNSET:-}
 models:
   gpt:
     provider: openai
@@ -317,7 +475,7 @@ def test_env_references_expand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert gpt.base_url == "http://127.0.0.1:8000/v1"
     assert gpt.quality == 0.9
     assert gpt.tags == ["", "x-gpt-4o-mini-y"]
-    assert spec.description == "${MOAI_T_UNSET}"
+    assert spec.description == ""
 
 
 def test_env_value_beats_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

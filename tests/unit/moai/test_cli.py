@@ -82,7 +82,67 @@ def test_bad_mix_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     path = tmp_path / "bad.yaml"
     path.write_text(FAKE_MIX.replace("top_k: 1", "top_k: 5"))
     assert main(["run", str(path), "Q"]) == 2
-    assert capsys.readouterr().err == f"error: {path}: gate.top_k: 5 exceeds the 2 candidate models\n"
+    assert capsys.readouterr().err == f"error: {path}: gate.top_k: 5 exceeds the 2 candidate models (valid: 1 to 2)\n"
+
+
+@pytest.mark.parametrize(
+    ("flags", "field", "message"),
+    [
+        (["--budget", "nan"], "gate.objective.budget_usd", "must be a finite number >= 0 (got nan)"),
+        (["--budget", "inf"], "gate.objective.budget_usd", "must be a finite number >= 0 (got inf)"),
+        (["--budget", "-1"], "gate.objective.budget_usd", "Input should be greater than or equal to 0 (got -1.0)"),
+        (["--top-k", "0"], "gate.top_k", "Input should be greater than or equal to 1 (got 0)"),
+        (["--top-k", "99"], "gate.top_k", "99 exceeds the 2 candidate models (valid: 1 to 2)"),
+    ],
+)
+def test_run_flags_are_validated_as_the_file_is(
+    fake_mix: Path, capsys: pytest.CaptureFixture[str], flags: list[str], field: str, message: str
+) -> None:
+    # --budget nan used to spend as if there were no budget; the same values in the file were refused.
+    assert main(["run", str(fake_mix), "Q", *flags]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"error: {fake_mix} with {' '.join(flags)}: {field}: {message}\n")
+
+
+def test_run_flags_are_checked_against_each_arm_of_a_split(capsys: pytest.CaptureFixture[str]) -> None:
+    from moai.mix_instructions.load import BUNDLED_DIR
+
+    assert main(["run", "ab", "Q", "--top-k", "3"]) == 2
+    route = BUNDLED_DIR / "route.yaml"
+    assert capsys.readouterr().err == (
+        f"error: {route} with --top-k 3: gate.top_k: 3 exceeds the 2 candidate models (valid: 1 to 2)\n"
+    )
+
+
+def test_valid_run_flags_still_apply(fake_mix: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(fake_mix), "Q", "--budget", "0"]) == 1
+    assert "no model answered" in capsys.readouterr().err  # the budget refused the only call
+    assert main(["run", str(fake_mix), "Q", "--budget", "1", "--top-k", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["models_used"] == ["a"]
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\n\t"])
+def test_run_refuses_an_empty_question(fake_mix: Path, capsys: pytest.CaptureFixture[str], query: str) -> None:
+    assert main(["run", str(fake_mix), query]) == 2
+    assert capsys.readouterr() == ("", "error: QUERY: the question is empty: give the text to answer\n")
+
+
+def test_run_refuses_stream_with_json(fake_mix: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Both on stdout, the streamed tokens made the JSON unparsable; the JSON's "answer" holds them anyway.
+    assert main(["run", str(fake_mix), "Q", "--stream", "--json"]) == 2
+    assert capsys.readouterr() == (
+        "",
+        "error: --stream and --json cannot be combined: --json prints one JSON document\n",
+    )
+
+
+def test_a_flag_argparse_refuses_is_one_line(fake_mix: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(fake_mix), "Q", "--top-k", "two"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: moai run: argument --top-k: invalid int value: 'two' (see moai run --help)\n"
+    )
 
 
 @pytest.mark.parametrize("name", bundled_mixes())

@@ -103,3 +103,33 @@ def test_step_named_like_a_join_is_one_line_not_a_crash(tmp_path: Path, capsys: 
     assert main(["validate", str(path)]) == 2
     # Without the check, LangGraph's own ValueError (a node named twice) escaped `validate` as a traceback.
     assert capsys.readouterr().err.splitlines() == [_expected_line(path, "steps.2.name")]
+
+
+def test_a_directory_is_reported_as_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {tmp_path}: is a directory, not a mix file: give a .yaml, .yml or .json file"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        # Used to end in a 3,000-line RecursionError traceback, exit 1.
+        (GOOD + "description: " + "[" * 5000 + "]" * 5000 + "\n", "description.0.0.0.0.0.0.0...: nested deeper"),
+        # A second `models:` silently replaced the first.
+        (GOOD + "models:\n  big: {provider: fake, model: big}\n", "models: key 'models' is written twice"),
+        (GOOD.replace("smol: {", "top1: {"), "models.top1: 'top1' is a keyword where models are named"),
+        (
+            GOOD.replace("model: smol}", "model: smol, price: {input_per_mtok: .inf}}"),
+            "models.smol.price.input_per_mtok",
+        ),
+    ],
+    ids=["deep", "duplicate_key", "reserved_model_name", "infinite_price"],
+)
+def test_a_hostile_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, line: str) -> None:
+    path = _write(tmp_path / "hostile.yaml", text)
+    assert main(["validate", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert err.startswith(f"error: {path}: {line}")
