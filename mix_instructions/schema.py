@@ -18,6 +18,7 @@ __all__ = [
     "MAX_DAY_S",
     "MAX_MODELS",
     "MAX_NAME_LENGTH",
+    "MAX_PATTERNS",
     "MAX_PRICE_PER_MTOK",
     "MAX_RETRIES",
     "MAX_ROUNDS",
@@ -54,6 +55,8 @@ MAX_STEPS = 32
 """Most steps (propose layers and judges) in a mix."""
 MAX_MODELS = 128
 """Most models in a pool, in one propose step's list, among a gate's candidates or `top_k`."""
+MAX_PATTERNS = 256
+"""Most patterns of a sensitivity rule (each query is matched against all of them)."""
 MAX_ARMS = 32
 """Most arms of an A/B split."""
 MAX_TOKENS = 1_000_000
@@ -251,8 +254,9 @@ class SensitiveRule(_Strict):
     )
     patterns: list[Annotated[str, AfterValidator(_linear_time_pattern)]] = Field(
         default_factory=list,
+        max_length=MAX_PATTERNS,
         description="Regular expressions in RE2 syntax (matched in linear time: no backreferences nor "
-        "lookaround); a query matching any is sensitive.",
+        f"lookaround); a query matching any is sensitive. At most {MAX_PATTERNS}.",
     )
     store: Literal["redacted", "none"] = Field(
         "redacted",

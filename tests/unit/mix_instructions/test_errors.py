@@ -220,6 +220,11 @@ CASES: dict[str, Case] = {
         "gate.constraints.sensitive.patterns.1",
         ("not a regular expression",),
     ),
+    "too_many_patterns": Case(
+        mix(gate={"constraints": {"sensitive": {"patterns": ["x"] * 257}}}),
+        "gate.constraints.sensitive.patterns",
+        ("at most 256",),
+    ),
     "literal_api_key": Case(
         mix(models=models(gpt={"api_key": "sk-live-1234567890"})), "models.gpt.api_key", ("${ENV_VAR}",)
     ),
