@@ -80,7 +80,6 @@ class LlamaServer:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
-    startup_s: float
 
     @property
     def url(self) -> str:
@@ -126,7 +125,7 @@ def start_server(log: Path) -> LlamaServer:
         proc = subprocess.Popen(
             server_command(port), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    server = LlamaServer(proc=proc, port=port, log=log, startup_s=0.0)
+    server = LlamaServer(proc=proc, port=port, log=log)
     try:
         with httpx.Client(base_url=server.url, timeout=5.0, trust_env=False) as client:
             while True:
@@ -143,7 +142,6 @@ def start_server(log: Path) -> LlamaServer:
     except BaseException:
         server.stop()
         raise
-    server.startup_s = time.monotonic() - started
     return server
 
 
@@ -200,23 +198,18 @@ def route_mix(name: str, models: dict[str, Any], **compile_kwargs: Any) -> Any:
     return build_mix(spec).compile(name=name, **compile_kwargs)
 
 
-async def run(graph: Any, query: str = QUESTION, **kwargs: Any) -> tuple[dict[str, Any], float]:
-    started = time.monotonic()
-    result = await asyncio.wait_for(graph.ainvoke({"query": query}, **kwargs), RUN_TIMEOUT_S)
-    return result, time.monotonic() - started
+async def run(graph: Any, query: str = QUESTION, **kwargs: Any) -> dict[str, Any]:
+    result: dict[str, Any] = await asyncio.wait_for(graph.ainvoke({"query": query}, **kwargs), RUN_TIMEOUT_S)
+    return result
 
 
 def calls_of(result: dict[str, Any], model: str) -> list[dict[str, Any]]:
     return [call for call in result["calls"] if call["model"] == model]
 
 
-def test_server_starts_within_bound(llama_server: LlamaServer) -> None:
-    assert llama_server.startup_s < STARTUP_TIMEOUT_S
-
-
 async def test_route_records_the_servers_usage_and_cost(proxy: FaultProxy) -> None:
     graph = route_mix("route_server", {"server": server_model(proxy.url)})
-    result, _ = await run(graph)
+    result = await run(graph)
 
     [exchange] = proxy.chat_exchanges()
     assert exchange.status == 200
@@ -306,13 +299,12 @@ async def test_a_slow_server_times_out_and_the_local_fallback_answers(proxy: Fau
     graph = route_mix(
         "slow_server", {"server": server_model(proxy.url, timeout_s=1, fallbacks=["local"]), "local": LOCAL}
     )
-    result, elapsed = await run(graph)
+    result = await run(graph)
 
-    assert elapsed < 45.0  # the 60 s the server would take are not waited for
+    # The 60 s the server would take are not waited for: every attempt ends in a timeout error.
     failed = calls_of(result, "server")
     assert failed and all(c["status"] == "error" for c in failed)
-    assert re.match(r"(API)?TimeoutError: ", failed[0]["error"]), failed[0]["error"]
-    assert all(c["latency_s"] < 30.0 for c in failed)
+    assert all(re.match(r"(API)?TimeoutError: ", c["error"]) for c in failed), failed
     [answered] = calls_of(result, "local")
     assert answered["status"] == "ok" and answered["fallback_for"] == "server" and answered["provider"] == "local"
     assert answered["tokens_in"] > 0 and answered["tokens_out"] > 0
@@ -328,7 +320,7 @@ async def test_server_errors_fall_back_and_name_the_status(proxy: FaultProxy, st
     graph = route_mix(
         "error_server", {"server": server_model(proxy.url, fallbacks=["fake"]), "fake": _fake(FALLBACK_REPLY)}
     )
-    result, _ = await run(graph)
+    result = await run(graph)
 
     failed = calls_of(result, "server")
     assert failed and all(c["status"] == "error" for c in failed)
@@ -346,7 +338,7 @@ async def test_a_server_that_is_down_falls_back(proxy: FaultProxy) -> None:
     graph = route_mix(
         "down_server", {"server": server_model(proxy.url, fallbacks=["fake"]), "fake": _fake(FALLBACK_REPLY)}
     )
-    result, _ = await run(graph)
+    result = await run(graph)
 
     failed = calls_of(result, "server")
     assert failed and all(c["status"] == "error" for c in failed)
@@ -370,9 +362,9 @@ async def test_a_server_that_recovers_answers_again(proxy: FaultProxy) -> None:
         "flaky_server", {"server": server_model(proxy.url, fallbacks=["fake"]), "fake": _fake(FALLBACK_REPLY)}
     )
     proxy.set("down")
-    down, _ = await run(graph)
+    down = await run(graph)
     proxy.set("pass")
-    up, _ = await run(graph)
+    up = await run(graph)
     assert down["answer"] == FALLBACK_REPLY
     assert up["models_used"] == ["server"] and "Paris" in up["answer"]
 
@@ -380,7 +372,7 @@ async def test_a_server_that_recovers_answers_again(proxy: FaultProxy) -> None:
 async def test_a_transient_server_error_is_retried(proxy: FaultProxy) -> None:
     proxy.fail_next(1, status=503)
     graph = route_mix("retried_server", {"server": server_model(proxy.url, retries=2, backoff_s=0.1)})
-    result, _ = await run(graph)
+    result = await run(graph)
 
     first, second = proxy.chat_exchanges()
     assert (first.status, second.status) == (503, 200)
@@ -409,7 +401,7 @@ async def open_the_circuit(proxy: FaultProxy, graph: Any) -> None:
     """Two runs on a failing server, answered by the fallback; then the server is back, but in cooldown."""
     proxy.set("error", status=500)
     for _ in range(2):
-        result, _ = await run(graph)
+        result = await run(graph)
         assert [c["status"] for c in calls_of(result, "server")] == ["error"]
         assert result["answer"] == FALLBACK_REPLY
     assert len(proxy.chat_exchanges()) == 2
@@ -419,7 +411,7 @@ async def open_the_circuit(proxy: FaultProxy, graph: Any) -> None:
 async def test_the_circuit_opens_on_a_server_that_keeps_failing(proxy: FaultProxy) -> None:
     graph = breaker_mix(proxy.url, gate_candidates=None)
     await open_the_circuit(proxy, graph)
-    result, _ = await run(graph)
+    result = await run(graph)
 
     assert len(proxy.chat_exchanges()) == 2  # the server was not called again
     [skipped] = calls_of(result, "server")
@@ -432,7 +424,7 @@ async def test_the_circuit_opens_on_a_server_that_keeps_failing(proxy: FaultProx
 async def test_an_open_circuit_still_leaves_the_fallback(proxy: FaultProxy) -> None:
     graph = breaker_mix(proxy.url, gate_candidates=["server"])
     await open_the_circuit(proxy, graph)
-    result, _ = await run(graph)
+    result = await run(graph)
     assert result["answer"] == FALLBACK_REPLY
 
 
@@ -453,7 +445,7 @@ async def test_a_server_stopped_mid_run_leaves_the_surviving_answers(proxy: Faul
     graph = build_mix(spec).compile(name="moa_server", checkpointer=InMemorySaver())
     proxy.fail_after(1)  # the first request is answered, then the server is gone
     config = {"configurable": {"thread_id": "mid-run"}}
-    result, _ = await run(graph, config=config)
+    result = await run(graph, config=config)
 
     assert result["answer"] == "Paris, by the surviving answers."
     servers = [c for c in result["calls"] if c["model"] in ("srv_a", "srv_b")]
@@ -516,9 +508,7 @@ async def test_a_server_killed_mid_stream(tmp_path: Path) -> None:
                     final = data
             return final
 
-        started = time.monotonic()
         final = await asyncio.wait_for(consume(), RUN_TIMEOUT_S)
-        assert time.monotonic() - started < RUN_TIMEOUT_S
         assert own.proc.wait(timeout=STOP_TIMEOUT_S) == -signal.SIGKILL
         assert server_tokens  # the server was streaming when it died
         failed = calls_of(final, "server")

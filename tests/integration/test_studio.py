@@ -124,7 +124,6 @@ class Server:
     url: str
     client: httpx.Client
     log: Path
-    startup_s: float
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +169,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             if time.monotonic() > deadline:
                 pytest.fail(f"langgraph dev not ready after {STARTUP_TIMEOUT_S:.0f} s:\n{_log_tail(log)}")
             time.sleep(0.5)
-        yield Server(url=url, client=client, log=log, startup_s=time.monotonic() - started)
+        yield Server(url=url, client=client, log=log)
     finally:
         client.close()
         _stop(proc)
@@ -185,10 +184,6 @@ def assistants(server: Server) -> dict[str, str]:
     for assistant in response.json():
         found.setdefault(assistant["graph_id"], assistant["assistant_id"])
     return found
-
-
-def test_server_starts_within_bound(server: Server) -> None:
-    assert server.startup_s < STARTUP_TIMEOUT_S
 
 
 def test_assistants_list_every_graph(assistants: dict[str, str]) -> None:

@@ -12,6 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from moai.usage.report.stats import Report
 
+__all__ = [
+    "CHARTS",
+    "WIDE",
+    "render_charts",
+]
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure

@@ -23,6 +23,8 @@ from moai.usage.report.text import (
     table_rows,
 )
 
+__all__ = ["render_html", "write_html"]
+
 _CSS = """
 :root { --ink: #1d2430; --muted: #5b6472; --line: #e3e6ea; --soft: #f6f7f9; --accent: #2a9d5c; }
 * { box-sizing: border-box; }

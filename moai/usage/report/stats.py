@@ -14,6 +14,19 @@ from typing import Any
 
 from moai.usage.store import UsageStore
 
+__all__ = [
+    "NO_ARM",
+    "Report",
+    "Row",
+    "Stats",
+    "Usage",
+    "build_report",
+    "parse_since",
+    "percentile",
+    "read_usage",
+    "since_arg",
+]
+
 Row = dict[str, Any]
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)

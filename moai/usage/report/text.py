@@ -8,6 +8,23 @@ from datetime import datetime
 
 from moai.usage.report.stats import Report, Stats, Usage
 
+__all__ = [
+    "ARM_ROWS",
+    "LEGEND",
+    "SAVINGS_COLUMNS",
+    "USAGE_COLUMNS",
+    "Column",
+    "arm_rows",
+    "empty_message",
+    "fmt_int",
+    "fmt_num",
+    "fmt_pct",
+    "fmt_saved",
+    "format_text",
+    "period",
+    "table_rows",
+]
+
 
 def fmt_num(value: float | None, digits: int = 3) -> str:
     """Format with `digits` significant digits (no exponent); thousands separated; '-' for None."""
