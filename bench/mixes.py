@@ -297,7 +297,7 @@ def report(outcomes: dict[str, list[Outcome]], n: int, seed: int, seconds: float
             "# Mixes end to end on MMLU and GSM8K (embedded local models)",
             "",
             "Each local model alone (a one-step mix whose gate may pick only it) and every bundled mix, on the",
-            "same fixed sample of questions, graded by exact match (`scorer/grade.py`: the letter for MMLU, the",
+            "same fixed sample of questions, graded by exact match (`scorer/data/qa.py`: the letter for MMLU, the",
             "number for GSM8K). One question at a time, variants interleaved per question. Latency is the wall",
             "clock of `ainvoke`; tokens are in + out summed over `result['calls']`; calls/query counts calls made",
             "(ok or error); a run error (no route answered) counts as wrong; unparsable = the grader found no",
