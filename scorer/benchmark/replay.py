@@ -1,0 +1,135 @@
+"""The online replay: route the test queries one by one in a fixed order, learning from each outcome.
+
+The bandit (`moai.scorer.online.LinearBandit`) starts with no training data: every model's prior is the
+same constant, so its first choices are the pool's order. Each query is routed on the bandit's scores
+(exploring on the declared share), among the models that have a line for it, and the bandit then learns
+the routed model's recorded score for it, and nothing else (bandit feedback: the other models' scores
+are what a deployment never sees).
+
+Two curves against the number of queries seen, n:
+
+- `seen`: the gap recovered on the first n queries, as they were routed (what users got, exploration
+  included);
+- `rest`: the gap recovered on the queries after the n-th by the bandit frozen at n, greedy (what the
+  learned policy is worth from then on), against the best single model and oracle of those queries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from moai.scorer.data.routing import RoutingData
+from moai.scorer.online import LinearBandit, features
+
+__all__ = ["CHECKPOINTS", "replay"]
+
+CHECKPOINTS = (100, 250, 500, 1000, 2000, 3000, 5000, 7500, 10000)
+"""Numbers of queries seen at which the curves are read (those past the test size are skipped)."""
+
+_PRIOR = 0.5
+
+
+def _gap(quality: float, single: float, best: float) -> float | None:
+    span = best - single
+    return (quality - single) / span if span > 1e-12 else None
+
+
+def _references(scores: np.ndarray) -> tuple[float, float]:
+    """Return (best single model's mean, oracle's mean) over rows, each model over the rows it answered."""
+    known = np.isfinite(scores)
+    means = np.where(known, scores, 0.0).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
+    means = np.where(known.any(axis=0), means, -np.inf)
+    return float(means.max()), float(np.where(known, scores, -np.inf).max(axis=1).mean())
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), digits) + 0.0
+
+
+def replay(
+    test: RoutingData,
+    embeddings: np.ndarray,
+    *,
+    method: Literal["linucb", "thompson"] = "linucb",
+    explore: float = 0.1,
+    prior_strength: float = 1.0,
+    width: float = 0.3,
+    scale: float = 1.0,
+    seed: int = 0,
+    checkpoints: Sequence[int] = CHECKPOINTS,
+) -> dict[str, Any]:
+    """Replay `test` through a bandit that starts from nothing; return quality, shares and the curves.
+
+    Args:
+        test: The queries, with every model's recorded score (NaN: no line).
+        embeddings: Their embeddings, row-aligned.
+        method: 'linucb' or 'thompson'.
+        explore: Share of decisions that explore.
+        prior_strength: The ridge (observations the constant prior is worth).
+        width: Exploration width.
+        scale: Norm of the embedding features (see `features`).
+        seed: Seeds the order of the queries and the exploration draws.
+        checkpoints: Numbers of queries seen at which the curves are read.
+    """
+    rng = np.random.default_rng([seed, 4242])
+    order = rng.permutation(len(test))
+    scores = test.scores[order]
+    xs = np.stack([features(e, scale) for e in embeddings[order]])
+    bandit = LinearBandit(test.models, xs.shape[1], prior_strength, method, width)
+    priors = dict.fromkeys(test.models, _PRIOR)
+    prior_rows = np.full((len(test), len(test.models)), _PRIOR)
+    known = np.isfinite(scores)
+    got = np.full(len(test), np.nan)
+    choice = np.full(len(test), -1)
+    marks = sorted({n for n in checkpoints if 0 < n <= len(test)} | {len(test)})
+    curve: list[dict[str, Any]] = []
+    explored = 0
+    for i in range(len(test)):
+        cols = np.flatnonzero(known[i])
+        if len(cols):
+            explore_now = bool(rng.random() < explore)
+            explored += explore_now
+            allowed = {test.models[c]: priors[test.models[c]] for c in cols}
+            ranked = bandit.scores(xs[i], allowed, explore_now, rng)
+            pick = max(cols, key=lambda c: (ranked[test.models[c]], -c))
+            choice[i], got[i] = pick, scores[i, pick]
+            bandit.add_values(test.models[pick], xs[i], _PRIOR, float(scores[i, pick]))
+        if i + 1 in marks:
+            n = i + 1
+            single, best = _references(scores[:n])
+            point: dict[str, Any] = {"n": n, "seen_quality": _round(float(np.nanmean(got[:n])))}
+            point["seen_gap"] = _round(_gap(float(np.nanmean(got[:n])), single, best))
+            if n < len(test):
+                rest = scores[n:]
+                pred = bandit.means_batch(xs[n:], prior_rows[n:])
+                pred = np.where(np.isfinite(rest), pred, -np.inf)
+                picked = pred.argmax(axis=1)
+                rows = np.flatnonzero(np.isfinite(rest).any(axis=1))
+                quality = float(rest[rows, picked[rows]].mean())
+                r_single, r_best = _references(rest)
+                point["rest_quality"] = _round(quality)
+                point["rest_gap"] = _round(_gap(quality, r_single, r_best))
+            curve.append(point)
+    routed = choice[choice >= 0]
+    return {
+        "quality": _round(float(np.nanmean(got))),
+        "explored_share": _round(explored / max(len(routed), 1), 4),
+        "shares": {
+            test.models[m]: round(float(np.mean(routed == m)), 4)
+            for m in range(len(test.models))
+            if np.any(routed == m)
+        },
+        "curve": curve,
+        "settings": {
+            "method": method,
+            "explore": explore,
+            "prior_strength": prior_strength,
+            "width": width,
+            "scale": scale,
+            "order_seed": seed,
+        },
+    }
