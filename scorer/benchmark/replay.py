@@ -22,10 +22,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from moai.mix_instructions.schema import Learn
 from moai.scorer.data.routing import RoutingData
 from moai.scorer.online import LinearBandit, features
 
-__all__ = ["CHECKPOINTS", "replay"]
+__all__ = ["CHECKPOINTS", "online_entry", "replay"]
 
 CHECKPOINTS = (100, 250, 500, 1000, 2000, 3000, 5000, 7500, 10000)
 """Numbers of queries seen at which the curves are read (those past the test size are skipped)."""
@@ -61,8 +62,11 @@ def replay(
     scale: float = 1.0,
     seed: int = 0,
     checkpoints: Sequence[int] = CHECKPOINTS,
-) -> dict[str, Any]:
-    """Replay `test` through a bandit that starts from nothing; return quality, shares and the curves.
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Replay `test` through a bandit that starts from nothing; return its report and its choices.
+
+    The report holds the quality, the share explored, each model's share, the curves and the settings;
+    the choices are the column routed to for each query of `test`, in `test`'s order (-1: no line).
 
     Args:
         test: The queries, with every model's recorded score (NaN: no line).
@@ -115,6 +119,8 @@ def replay(
                 point["rest_gap"] = _round(_gap(quality, r_single, r_best))
             curve.append(point)
     routed = choice[choice >= 0]
+    in_order = np.full(len(test), -1)
+    in_order[order] = choice
     return {
         "quality": _round(float(np.nanmean(got))),
         "explored_share": _round(explored / max(len(routed), 1), 4),
@@ -132,4 +138,26 @@ def replay(
             "scale": scale,
             "order_seed": seed,
         },
-    }
+    }, in_order
+
+
+def online_entry(test: RoutingData, embeddings: np.ndarray, seed: int = 0) -> tuple[dict[str, Any], np.ndarray]:
+    """Return the replay's report with `gate.learn`'s defaults, and its routing as one-hot predictions.
+
+    The defaults were chosen on a replay of RouterDC's train split, never on test.
+    """
+    learn = Learn()
+    report, choice = replay(
+        test,
+        embeddings,
+        method=learn.method,
+        explore=learn.explore,
+        prior_strength=learn.prior_strength,
+        width=learn.width,
+        scale=learn.scale,
+        seed=seed,
+    )
+    pred = np.zeros(test.scores.shape)
+    rows = np.flatnonzero(choice >= 0)
+    pred[rows, choice[rows]] = 1.0
+    return report, pred

@@ -73,7 +73,31 @@ def test_the_replay_learns_which_model_each_cluster_needs() -> None:
         scores=scores,
         costs=np.full((n, 3), np.nan),
     )
-    report = replay(data, emb, explore=0.1, seed=0, checkpoints=(100, 300))
+    report, choice = replay(data, emb, explore=0.1, seed=0, checkpoints=(100, 300))
     curve = {p["n"]: p for p in report["curve"]}
     assert curve[300]["rest_gap"] > 0.8
     assert set(report) == {"quality", "explored_share", "shares", "curve", "settings"}
+    assert np.mean(scores[np.arange(n), choice]) == pytest.approx(report["quality"], abs=1e-6)
+
+
+def test_the_benchmark_reports_the_online_replay_beside_the_offline_methods() -> None:
+    from moai.scorer.benchmark.evaluate import METHOD_KEYS, format_table, run_benchmark
+
+    emb, scores, _ = two_clusters(400, seed=1)
+    n = len(emb)
+    data = RoutingData(
+        ids=tuple(str(i) for i in range(n)),
+        sources=("s",) * n,
+        prompts=tuple(f"q{i}" for i in range(n)),
+        tasks=("t",) * n,
+        models=("a", "b", "c"),
+        scores=scores,
+        costs=np.full((n, 3), 0.001),
+    )
+    train, test = data.subset(np.arange(200)), data.subset(np.arange(200, 400))
+    report = run_benchmark(train, test, emb[:200], emb[200:], methods=["best_single", "online"])
+    online = report["methods"]["online"]
+    assert set(online) == {*METHOD_KEYS, "online"}
+    assert online["quality"] == pytest.approx(online["online"]["quality"], abs=1e-6)
+    assert online["online"]["curve"][-1]["n"] == 200
+    assert "online" in format_table(report)
