@@ -60,6 +60,7 @@ def replay(
     prior_strength: float = 1.0,
     width: float = 0.3,
     scale: float = 1.0,
+    feedback: Literal["chosen", "all"] = "chosen",
     seed: int = 0,
     checkpoints: Sequence[int] = CHECKPOINTS,
 ) -> tuple[dict[str, Any], np.ndarray]:
@@ -76,6 +77,8 @@ def replay(
         prior_strength: The ridge (observations the constant prior is worth).
         width: Exploration width.
         scale: Norm of the embedding features (see `features`).
+        feedback: 'chosen' learns the routed model's score only (what a deployment sees); 'all' learns
+            every model's score of each query (an upper bound: a panel whose judge scores every answer).
         seed: Seeds the order of the queries and the exploration draws.
         checkpoints: Numbers of queries seen at which the curves are read.
     """
@@ -101,7 +104,8 @@ def replay(
             ranked = bandit.scores(xs[i], allowed, explore_now, rng)
             pick = max(cols, key=lambda c: (ranked[test.models[c]], -c))
             choice[i], got[i] = pick, scores[i, pick]
-            bandit.add_values(test.models[pick], xs[i], _PRIOR, float(scores[i, pick]))
+            for c in cols if feedback == "all" else [pick]:
+                bandit.add_values(test.models[c], xs[i], _PRIOR, float(scores[i, c]))
         if i + 1 in marks:
             n = i + 1
             single, best = _references(scores[:n])
@@ -136,6 +140,7 @@ def replay(
             "prior_strength": prior_strength,
             "width": width,
             "scale": scale,
+            "feedback": feedback,
             "order_seed": seed,
         },
     }, in_order
