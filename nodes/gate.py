@@ -43,6 +43,9 @@ def decide(
     `kept` is the model a thread's earlier turns went to: with `gate.sticky` set, it stays first while
     no constraint rules it out and its score for this query is at least that threshold.
 
+    With `gate.learn`, the allowed models (and only they) are scored by the mix's bandit, starting from
+    the scorer's scores: its estimate, or on the declared share of queries an exploring one.
+
     Raises:
         MixRunError: Every candidate breaks a hard constraint.
     """

@@ -11,6 +11,7 @@ from routing_fakes import FakeEncoder
 
 from moai.graphs.compile import build_graph
 from moai.mix_instructions import MixSpec
+from moai.mix_instructions.schema import RoutingCache
 from moai.nodes.gate import decide
 from moai.nodes.runtime import MixRuntime
 from moai.providers import make_chat_model
@@ -116,11 +117,14 @@ def test_judge_verdicts_update_the_gate_when_declared(db: Path) -> None:
 def test_exploration_never_picks_an_excluded_model(
     extra: dict[str, Any], constraints: dict[str, Any], sensitive: bool
 ) -> None:
-    """The banned model has the best prior and a learned record of perfect answers; it is never chosen."""
+    """The banned model has the best prior and a learned record of perfect answers; it is never chosen,
+    neither on fresh queries nor on repeats that the routing cache answers."""
     spec = _spec({"explore": 0.5, "method": "linucb", "width": 10}, banned=extra | {"quality": 1.0})
     spec = spec.model_copy(
         update={
-            "gate": spec.gate.model_copy(update={"constraints": spec.gate.constraints.model_copy(update=constraints)})
+            "gate": spec.gate.model_copy(
+                update={"constraints": spec.gate.constraints.model_copy(update=constraints), "cache": RoutingCache()}
+            )
         }
     )
     mix = _runtime(spec, seed=1)
@@ -130,7 +134,9 @@ def test_exploration_never_picks_an_excluded_model(
     bandit.scores("warm up", {"banned": 1.0})
     for _ in range(50):
         bandit._bandit.add_values("banned", x, 1.0, 1.0)  # type: ignore[union-attr]
-    picks = {decide(mix, f"query {i}", sensitive)["selected"][0] for i in range(300)}
+    decisions = [decide(mix, f"query {i % 100}", sensitive) for i in range(300)]
+    assert any(d["cache_hit"] for d in decisions)
+    picks = {d["selected"][0] for d in decisions}
     assert "banned" not in picks
     assert picks <= {"smol", "gemma"}
 
