@@ -1,10 +1,10 @@
 """The online replay: route the test queries one by one in a fixed order, learning from each outcome.
 
 The bandit (`moai.scorer.online.LinearBandit`) starts with no training data: every model's prior is the
-same constant, so its first choices are the pool's order. Each query is routed on the bandit's scores
-(exploring on the declared share), among the models that have a line for it, and the bandit then learns
-the routed model's recorded score for it, and nothing else (bandit feedback: the other models' scores
-are what a deployment never sees).
+same constant, so its first choices are the pool's order (or it starts from a scorer's scores, `priors`).
+Each query is routed on the bandit's scores (exploring on the declared share), among the models that have
+a line for it, and the bandit then learns the routed model's recorded score for it, and nothing else
+(bandit feedback: the other models' scores are what a deployment never sees).
 
 Two curves against the number of queries seen, n:
 
@@ -61,6 +61,7 @@ def replay(
     width: float = 0.3,
     scale: float = 1.0,
     feedback: Literal["chosen", "all"] = "chosen",
+    priors: np.ndarray | None = None,
     seed: int = 0,
     checkpoints: Sequence[int] = CHECKPOINTS,
 ) -> tuple[dict[str, Any], np.ndarray]:
@@ -79,6 +80,8 @@ def replay(
         scale: Norm of the embedding features (see `features`).
         feedback: 'chosen' learns the routed model's score only (what a deployment sees); 'all' learns
             every model's score of each query (an upper bound: a panel whose judge scores every answer).
+        priors: The scorer's scores [queries, models] the bandit starts from (e.g. a zero-shot scorer's);
+            None: the same constant for every model (no data at all).
         seed: Seeds the order of the queries and the exploration draws.
         checkpoints: Numbers of queries seen at which the curves are read.
     """
@@ -87,8 +90,10 @@ def replay(
     scores = test.scores[order]
     xs = np.stack([features(e, scale) for e in embeddings[order]])
     bandit = LinearBandit(test.models, xs.shape[1], prior_strength, method, width)
-    priors = dict.fromkeys(test.models, _PRIOR)
-    prior_rows = np.full((len(test), len(test.models)), _PRIOR)
+    given = np.full(test.scores.shape, _PRIOR) if priors is None else np.asarray(priors, dtype=np.float64)
+    if given.shape != test.scores.shape:
+        raise ValueError(f"priors must have shape {test.scores.shape}, got {given.shape}")
+    prior_rows = np.clip(np.nan_to_num(given[order], nan=_PRIOR), 0.0, 1.0)
     known = np.isfinite(scores)
     got = np.full(len(test), np.nan)
     choice = np.full(len(test), -1)
@@ -100,12 +105,12 @@ def replay(
         if len(cols):
             explore_now = bool(rng.random() < explore)
             explored += explore_now
-            allowed = {test.models[c]: priors[test.models[c]] for c in cols}
+            allowed = {test.models[c]: float(prior_rows[i, c]) for c in cols}
             ranked = bandit.scores(xs[i], allowed, explore_now, rng)
             pick = max(cols, key=lambda c: (ranked[test.models[c]], -c))
             choice[i], got[i] = pick, scores[i, pick]
             for c in cols if feedback == "all" else [pick]:
-                bandit.add_values(test.models[c], xs[i], _PRIOR, float(scores[i, c]))
+                bandit.add_values(test.models[c], xs[i], float(prior_rows[i, c]), float(scores[i, c]))
         if i + 1 in marks:
             n = i + 1
             single, best = _references(scores[:n])

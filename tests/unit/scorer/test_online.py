@@ -101,3 +101,22 @@ def test_the_benchmark_reports_the_online_replay_beside_the_offline_methods() ->
     assert online["quality"] == pytest.approx(online["online"]["quality"], abs=1e-6)
     assert online["online"]["curve"][-1]["n"] == 200
     assert "online" in format_table(report)
+
+
+def test_the_replay_starts_from_a_given_prior() -> None:
+    """With a prior that already knows the clusters, the replay routes well from its first query."""
+    emb, scores, _ = two_clusters(200, seed=2)
+    n = len(emb)
+    data = RoutingData(
+        ids=tuple(str(i) for i in range(n)),
+        sources=("s",) * n,
+        prompts=tuple(f"q{i}" for i in range(n)),
+        tasks=("t",) * n,
+        models=("a", "b", "c"),
+        scores=scores,
+        costs=np.full((n, 3), np.nan),
+    )
+    report, _ = replay(data, emb, explore=0.0, priors=scores * 0.8 + 0.1, checkpoints=(20,))
+    assert report["curve"][0]["seen_gap"] == 1.0
+    with pytest.raises(ValueError, match="shape"):
+        replay(data, emb, priors=np.zeros((3, 3)))
