@@ -16,10 +16,12 @@ __all__ = [
     "MAX_CACHE_SIZE",
     "MAX_CIRCUIT_FAILURES",
     "MAX_DAY_S",
+    "MAX_EXPLORE",
     "MAX_MODELS",
     "MAX_NAME_LENGTH",
     "MAX_PATTERNS",
     "MAX_PRICE_PER_MTOK",
+    "MAX_PRIOR_STRENGTH",
     "MAX_RETRIES",
     "MAX_ROUNDS",
     "MAX_STEPS",
@@ -33,6 +35,7 @@ __all__ = [
     "Constraints",
     "GateSpec",
     "JudgeStep",
+    "Learn",
     "MixSpec",
     "ModelSpec",
     "Objective",
@@ -77,6 +80,10 @@ MAX_PRICE_PER_MTOK = 10_000.0
 """Highest price in USD per million tokens."""
 MAX_ALPHA = 10.0
 """Largest cost weight: score / cost**alpha stays a finite, non-zero float for every cost moai computes."""
+MAX_EXPLORE = 0.5
+"""Largest share of queries on which online learning may explore (the rest are routed on its best estimate)."""
+MAX_PRIOR_STRENGTH = 1e6
+"""Largest weight, in observations, of the scorer's prediction in online learning."""
 MAX_NAME_LENGTH = 64
 """Longest name of a mix, step, model or arm (they become graph, node and file names)."""
 RESERVED_MODEL_NAMES = ("selected", "top1")
@@ -290,6 +297,63 @@ class RoutingCache(_Strict):
     )
 
 
+class Learn(_Strict):
+    """Online learning: a contextual bandit over the query embedding corrects the scorer from outcomes.
+
+    It starts from the scorer's predictions (the prior), so a new mix routes as it would without it; it
+    is kept per mix in the usage database, so it survives restarts and is shared by processes. Sensitive
+    queries are never learned from: their embeddings are not stored.
+    """
+
+    sources: list[Literal["feedback", "judge"]] = Field(
+        ["feedback"],
+        min_length=1,
+        max_length=2,
+        description="What it learns from: 'feedback' (users' scores, `moai feedback`), 'judge' (each judged "
+        "proposal's cross score).",
+    )
+    method: Literal["thompson", "linucb"] = Field(
+        "thompson",
+        description="How an exploring decision scores the models: 'thompson' draws each score from its "
+        "posterior; 'linucb' adds its confidence width (optimism).",
+    )
+    explore: float = Field(
+        0.1,
+        ge=0,
+        le=MAX_EXPLORE,
+        description=f"Share of queries on which it may explore, at most {MAX_EXPLORE:g}; the rest are routed "
+        "on its best estimate. Hard constraints hold on every query.",
+    )
+    prior_strength: float = Field(
+        5.0,
+        gt=0,
+        le=MAX_PRIOR_STRENGTH,
+        description="How many observations the scorer's prediction is worth (the ridge); larger: slower to "
+        f"move away from it (at most {MAX_PRIOR_STRENGTH:g}).",
+    )
+    width: float = Field(
+        0.3, gt=0, le=10, description="Exploration width: the confidence multiplier (linucb), the posterior scale."
+    )
+    scale: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Norm of the query embedding beside a constant feature of 1: below 1, each model's mean "
+        "score is learned from fewer outcomes than how it varies with the query.",
+    )
+    encoder: str = Field(
+        "static-minilm",
+        max_length=256,
+        description="Encoder of the query embedding: 'static-minilm' (fast) or a sentence-transformers model.",
+    )
+    reload_s: float = Field(
+        30.0,
+        ge=1,
+        le=MAX_DAY_S,
+        description="Seconds between two reads of the other processes' updates from the usage database.",
+    )
+
+
 class GateSpec(_Strict):
     """The gate: scores the pool for a query and picks the models that run first."""
 
@@ -324,6 +388,10 @@ class GateSpec(_Strict):
     )
     cache: RoutingCache | None = Field(
         None, description="Routing cache: reuse the scores of a recent, near-identical query; null: off."
+    )
+    learn: Learn | None = Field(
+        None,
+        description="Online learning from feedback and judges (a contextual bandit over the scorer); null: off.",
     )
 
 

@@ -83,10 +83,11 @@ def mix_runtime(spec: MixSpec, source: str = "<mix>", usage_db: str | os.PathLik
         usage_db: As for `load_mix`.
     """
     from moai.providers import make_chat_model
-    from moai.usage import monitor_for, resolve_db
+    from moai.usage import LearnReader, monitor_for, resolve_db
 
     db = resolve_db(usage_db)
-    return MixRuntime(spec, make_chat_model, source, monitor_for(db) if db else None)
+    learn_log = LearnReader(db) if db and spec.gate.learn is not None else None
+    return MixRuntime(spec, make_chat_model, source, monitor_for(db) if db else None, learn_log)
 
 
 def _build(

@@ -43,6 +43,9 @@ def decide(
     `kept` is the model a thread's earlier turns went to: with `gate.sticky` set, it stays first while
     no constraint rules it out and its score for this query is at least that threshold.
 
+    With `gate.learn`, the allowed models (and only they) are scored by the mix's bandit, starting from
+    the scorer's scores: its estimate, or on the declared share of queries an exploring one.
+
     Raises:
         MixRunError: Every candidate breaks a hard constraint.
     """
@@ -61,6 +64,11 @@ def decide(
     if not allowed:
         reasons = "; ".join(f"{name}: {why}" for name, why in out.items())
         raise MixRunError(f"mix '{mix.spec.name}': no model may answer this query ({reasons})")
+    if mix.online is not None:
+        # The bandit sees only what no hard constraint rules out, so exploring can never break one; it
+        # does not explore on a sensitive query, which is never learned from.
+        allowed, _ = mix.online.scores(query, allowed, may_explore=not sensitive)
+        scores = scores | allowed
     ranking = rank(allowed, mix.spec.models, gate.order, gate.objective.alpha)
     stays = False
     if kept is not None and gate.sticky is not None and allowed.get(kept, -1.0) >= gate.sticky:
@@ -109,6 +117,9 @@ def make_gate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, Command[Any]
             "cache_hit": int(decision["cache_hit"]),
         }
         mix.record("run", run, row | chosen | {"status": "running"})
+        if not decision["sensitive"]:
+            # A sensitive query's embedding is not stored: its text is not, and an embedding gives much of it away.
+            mix.learned_from(run, query, decision["selected"])
         update: dict[str, Any] = {
             "run": run,
             "kept": decision["selected"][0],

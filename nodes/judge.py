@@ -52,6 +52,10 @@ def make_judge(mix: MixRuntime, step: JudgeStep) -> Callable[..., Coroutine[Any,
             if judgement is not None:
                 cross, critique = [*judgement.scores], judgement.critique
         verdicts = [_verdict(step, p, c, state["gate"]["scores"], critique) for p, c in zip(latest, cross, strict=True)]
+        if not state["sensitive"]:
+            for verdict in verdicts:
+                if verdict["cross_score"] is not None:
+                    mix.reward(state["run"], verdict["model"], verdict["cross_score"], "judge")
         scores = dict(state["scores"])
         for model in {v["model"] for v in verdicts}:
             scores[model] = fmean(v["score"] for v in verdicts if v["model"] == model)

@@ -19,6 +19,7 @@ from moai.errors import MixRunError
 from moai.mix_instructions.schema import MixSpec, ModelSpec
 from moai.nodes._breaker import CircuitBreaker
 from moai.nodes._cache import ScoreCache
+from moai.nodes.learn import Encoder, LearnLog, OnlineGate
 from moai.nodes.state import Call, RunInfo
 from moai.scorer import Predictor
 from moai.scorer.locate import check_scorer, load_scorer
@@ -65,7 +66,15 @@ class MixRuntime:
     source: str = "<mix>"
     recorder: Recorder | None = None
     """Where usage rows go; None records nothing."""
+    learn_log: LearnLog | None = None
+    """Where a learning gate reads the outcomes of every process (`gate.learn`); None: only its prior."""
+    learn_encoder: Encoder | None = None
+    """The learning gate's query encoder; None: the one `gate.learn.encoder` names (tests pass a fake)."""
+    learn_seed: int | None = None
+    """Seeds the learning gate's exploration draws; None: fresh entropy."""
     scorer: Predictor = field(init=False)
+    online: OnlineGate | None = field(init=False)
+    """The learning gate, when the mix declares `gate.learn`."""
     breaker: CircuitBreaker = field(init=False)
     cache: ScoreCache | None = field(init=False)
     _models: dict[str, BaseChatModel] = field(default_factory=dict, init=False, repr=False)
@@ -80,6 +89,14 @@ class MixRuntime:
         self.scorer = load_scorer(self.spec.gate.scorer, quality, self.source)
         self.breaker = CircuitBreaker(self.spec.circuit.failures, self.spec.circuit.cooldown_s)
         self.cache = ScoreCache(self.spec.gate.cache) if self.spec.gate.cache else None
+        learn = self.spec.gate.learn
+        self.online = (
+            OnlineGate(
+                self.spec.name, list(self.spec.models), learn, self.learn_log, self.learn_encoder, self.learn_seed
+            )
+            if learn is not None
+            else None
+        )
 
     def scores(self, query: str, candidates: list[str]) -> tuple[list[float], bool]:
         """Return the scorer's scores of the candidates for a query, and whether the routing cache gave them."""
@@ -91,6 +108,26 @@ class MixRuntime:
         """Hand a usage row, tagged with its run, to the monitor (no wait, and never an error)."""
         if self.recorder is not None:
             self.recorder.record(kind, {"run_id": run["run_id"], "ts": time.time()} | dict(row))
+
+    def learned_from(self, run: RunInfo, query: str, selected: list[str]) -> None:
+        """Record the learning gate's choice for a run, so that its outcomes can update the bandit later.
+
+        Each selected model is recorded with the query's embedding and the scorer's score for it (a model
+        the bandit did not rank, such as a low-confidence fallback, is not).
+        """
+        if self.online is None:
+            return
+        x = self.online.features(query)
+        priors = self.online.priors(query)
+        sources = list(self.online.learn.sources)
+        for name in (n for n in selected if n in priors):
+            row = {"mix": self.spec.name, "model": name, "prior": priors.get(name), "sources": sources}
+            self.record("learn", run, row | {"x": x[:-1].tolist()})
+
+    def reward(self, run: RunInfo, model: str, score: float, source: str) -> None:
+        """Record an outcome (a judge's score of a model's answer) for the learning gate."""
+        if self.online is not None and source in self.online.learn.sources:
+            self.record("reward", run, {"model": model, "reward": score, "source": source})
 
     def fail(self, run: RunInfo, message: str) -> MixRunError:
         """Record that a run ended unanswered; return the error to raise."""

@@ -300,10 +300,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument(
         "--methods",
         nargs="+",
-        choices=METHODS,
+        choices=(*METHODS, "online"),
         default=list(METHODS),
         metavar="METHOD",
-        help=f"methods to run (default all: {', '.join(METHODS)})",
+        help=f"methods to run (default all: {', '.join(METHODS)}); 'online' also replays the test queries "
+        "through the gate's bandit from no data (gate.learn's defaults), learning as it goes",
     )
     _common(p)
     p.set_defaults(func=bench_routing)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import os
 
+from moai.usage.learn import LearnReader
 from moai.usage.monitor import UsageMonitor, monitor_for
 from moai.usage.store import UsageStore, default_db, resolve_db
 
-__all__ = ["UsageMonitor", "UsageStore", "default_db", "monitor_for", "record_feedback", "resolve_db"]
+__all__ = ["LearnReader", "UsageMonitor", "UsageStore", "default_db", "monitor_for", "record_feedback", "resolve_db"]
 
 
 def record_feedback(
     run_id: str, score: float, comment: str | None = None, *, db: str | os.PathLike[str] | None = None
 ) -> None:
     """Store a user's score in [0, 1] for a run (its id is in the mix's output, `run.run_id`).
+
+    When the run's mix learns from feedback (`gate.learn`), the score also updates its gate: an outcome
+    of each model the gate chose for the run (a sensitive run is never learned from). Every process of
+    the mix reads it within `gate.learn.reload_s` seconds.
 
     Args:
         run_id: The run's id.
@@ -34,5 +39,6 @@ def record_feedback(
     store = UsageStore(target)
     try:
         store.add_feedback(run_id, score, comment)
+        store.add_reward(run_id, score, "feedback")
     finally:
         store.close()

@@ -1,7 +1,10 @@
 """Where usage rows live: SQLite in WAL mode by default, PostgreSQL when given a database URL.
 
-Three tables: `runs` (one row a query through a mix), `calls` (one row a model call, whatever its
-outcome) and `feedback` (scores users gave to runs). Both back-ends speak the same SQL, written once
+Five tables: `runs` (one row a query through a mix), `calls` (one row a model call, whatever its
+outcome), `feedback` (scores users gave to runs), and online learning's `learn_contexts` (a learning
+gate's choice: the query's embedding, the model, the scorer's prediction) and `learn_updates` (one
+outcome of such a choice, from feedback or a judge: what every process's bandit adds up). A database
+written before a table existed gets it when it is next opened. Both back-ends speak the same SQL, written once
 with `?` placeholders; PostgreSQL's driver gets them as `%s`.
 """
 
@@ -12,12 +15,16 @@ import math
 import os
 import sqlite3
 import time
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CALL_COLUMNS", "RUN_COLUMNS", "UsageStore", "default_db", "resolve_db"]
+__all__ = ["CALL_COLUMNS", "RUN_COLUMNS", "LearnUpdate", "UsageStore", "default_db", "resolve_db"]
+
+LearnUpdate = tuple[int, str, list[float], float, float]
+"""One row of `learn_updates` as read back: (id, model, embedding, prior, reward)."""
 
 RUN_COLUMNS = (
     "run_id",
@@ -63,7 +70,20 @@ CALL_COLUMNS = (
     "usage_estimated",
 )
 
-_REAL = {"ts", "cost_usd", "baseline_cost_usd", "finished_ts", "latency_s", "energy_wh", "co2e_g", "score"}
+_REAL = {
+    "ts",
+    "cost_usd",
+    "baseline_cost_usd",
+    "finished_ts",
+    "latency_s",
+    "energy_wh",
+    "co2e_g",
+    "score",
+    "prior",
+    "reward",
+}
+_MAX_EMBEDDING = 4096
+"""Most floats an embedding stored for online learning may hold (encoders give 256 to 1024)."""
 _INT = {"cache_hit", "kept", "tokens_in", "tokens_out", "usage_estimated"}
 _JSON = {"selected", "scores", "models_used"}
 _OFF = {"", "off", "none", "0", "false"}
@@ -158,7 +178,16 @@ class UsageStore:
         runs = ", ".join(f"{c} {self._type(c)}" for c in RUN_COLUMNS[1:])
         calls = ", ".join(f"{c} {self._type(c)}" for c in CALL_COLUMNS)
         feedback = f"id {key}, run_id TEXT NOT NULL, ts {self._type('ts')}, score {self._type('score')}, comment TEXT"
+        blob = "BYTEA" if self.postgres else "BLOB"
+        real = self._type("prior")
+        contexts = f"run_id TEXT NOT NULL, mix TEXT, model TEXT, ts {real}, prior {real}, sources TEXT, x {blob}"
+        updates = f"id {key}, mix TEXT, model TEXT, run_id TEXT, ts {real}, prior {real}, reward {real}, source TEXT"
+        updates += f", x {blob}"
         with self._transaction() as cur:
+            cur.execute(f"CREATE TABLE IF NOT EXISTS learn_contexts ({contexts})")
+            cur.execute(f"CREATE TABLE IF NOT EXISTS learn_updates ({updates})")
+            cur.execute("CREATE INDEX IF NOT EXISTS learn_contexts_run ON learn_contexts (run_id)")
+            cur.execute("CREATE INDEX IF NOT EXISTS learn_updates_mix ON learn_updates (mix, id)")
             cur.execute(f"CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, {runs})")
             cur.execute(f"CREATE TABLE IF NOT EXISTS calls (id {key}, {calls})")
             cur.execute(f"CREATE TABLE IF NOT EXISTS feedback ({feedback})")
@@ -184,10 +213,18 @@ class UsageStore:
     def write(self, ops: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         """Apply a batch in one transaction.
 
-        Each op is ("run", row) to insert a run, ("finish", row) to update it, ("call", row) or ("feedback", row).
+        Each op is ("run", row) to insert a run, ("finish", row) to update it, ("call", row), ("feedback", row),
+        ("learn", row) for a learning gate's choice (run_id, mix, model, prior, sources, x: the embedding) or
+        ("reward", row) for an outcome of it (run_id, model, reward, source; see `add_reward`).
         """
         with self._transaction() as cur:
             for kind, row in ops:
+                if kind == "learn":
+                    self._add_context(cur, row)
+                    continue
+                if kind == "reward":
+                    self._reward(cur, row["run_id"], row.get("model"), row.get("reward"), str(row.get("source")))
+                    continue
                 values = {k: _column_value(k, v) for k, v in row.items()}
                 if kind == "finish":
                     values.pop("ts", None)  # a run keeps the time it started; it ends at `finished_ts`
@@ -241,6 +278,78 @@ class UsageStore:
         if not self._select("SELECT run_id FROM runs WHERE run_id = ?", [run_id]):
             raise KeyError(f"no run '{run_id}' in the usage database {self.db}")
         self.write([("feedback", {"run_id": run_id, "ts": time.time(), "score": score, "comment": comment})])
+
+    def _add_context(self, cur: Any, row: Mapping[str, Any]) -> None:
+        x = [float(v) for v in row.get("x", ())][:_MAX_EMBEDDING]
+        if not x or not all(math.isfinite(v) for v in x):
+            return
+        values = [
+            row["run_id"],
+            row.get("mix"),
+            row.get("model"),
+            _column_value("ts", row.get("ts", time.time())),
+            _column_value("prior", row.get("prior")),
+            ",".join(row.get("sources", ())),
+            array("f", x).tobytes(),
+        ]
+        cur.execute(
+            self._sql(
+                "INSERT INTO learn_contexts (run_id, mix, model, ts, prior, sources, x) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            ),
+            values,
+        )
+
+    def _reward(self, cur: Any, run_id: str, model: str | None, reward: Any, source: str) -> int:
+        """Turn a run's outcome into learning updates, one per context of it that learns from `source`."""
+        if not isinstance(reward, int | float) or not 0.0 <= reward <= 1.0:
+            return 0
+        cur.execute(self._sql("SELECT mix, model, prior, sources, x FROM learn_contexts WHERE run_id = ?"), [run_id])
+        added = 0
+        for mix, chosen, prior, sources, x in cur.fetchall():
+            if (model is not None and chosen != model) or source not in (sources or "").split(","):
+                continue
+            cur.execute(
+                self._sql(
+                    "INSERT INTO learn_updates (mix, model, run_id, ts, prior, reward, source, x) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                [mix, chosen, run_id, time.time(), prior, float(reward), source, x],
+            )
+            added += 1
+        return added
+
+    def add_reward(self, run_id: str, reward: float, source: str = "feedback", model: str | None = None) -> int:
+        """Record an outcome for online learning; return how many updates it made.
+
+        It counts for each model the run's learning gate chose (only `model`, when given) whose mix learns
+        from `source`; a run of a mix that does not learn, or a sensitive run (never learned from), makes none.
+        """
+        with self._transaction() as cur:
+            return self._reward(cur, run_id, model, reward, source)
+
+    def learn_updates(self, mix: str, after: int = 0, limit: int = 10_000) -> list[LearnUpdate]:
+        """Return up to `limit` learning updates of a mix with an id above `after`, oldest first."""
+        cur = self._conn.cursor()
+        try:
+            cur.execute(
+                self._sql(
+                    "SELECT id, model, x, prior, reward FROM learn_updates WHERE mix = ? AND id > ? ORDER BY id LIMIT ?"
+                ),
+                [mix, int(after), int(limit)],
+            )
+            rows = cur.fetchall()
+        finally:
+            cur.close()
+        if self.postgres:
+            self._conn.commit()
+        out: list[LearnUpdate] = []
+        for id_, model, x, prior, reward in rows:
+            values = array("f")
+            values.frombytes(bytes(x or b"")[: 4 * _MAX_EMBEDDING])
+            prior = prior if isinstance(prior, float) and math.isfinite(prior) else 0.0
+            if isinstance(reward, float) and math.isfinite(reward):
+                out.append((int(id_), str(model), values.tolist(), prior, reward))
+        return out
 
     def close(self) -> None:
         """Close the connection."""

@@ -10,6 +10,10 @@ Reference points, over what exists in the test split:
 - best single model: the model with the highest mean test score (the bar a router must clear);
 - oracle: each query's best true score, ties to the cheapest model.
 
+The method `online` trains on nothing: it replays the test queries in a seeded order through the gate's
+bandit (`moai.scorer.benchmark.replay`), learning each routed query's recorded score as it goes; its
+entry adds `online`, with the curves of gap recovered against the number of queries seen.
+
 Per method: quality and cost at alpha 0 (the quality-maximising setting, chosen a priori, never on
 test), gap recovered ``(quality - best single) / (oracle - best single)``, RouteMoA's Top-1-Hit,
 Top-3-Hit and Top-3-Agree, the curve, RouterBench's AIQ, the cost at which the curve first reaches the
@@ -325,6 +329,11 @@ def run_benchmark(
         for t in sorted(set(test.tasks))
     }
     for name in methods:
+        if name == "online":
+            report["methods"][name] = _online(
+                test, test_embeddings, train_costs, reference, ceiling, single_costs, seed
+            )
+            continue
         predictor = make(name)
         start = time.perf_counter()
         predictor.fit(
@@ -343,6 +352,27 @@ def run_benchmark(
         if on_method is not None:
             on_method(name, predictor)
     return report
+
+
+def _online(
+    test: RoutingData,
+    test_embeddings: np.ndarray,
+    train_costs: FloatArray | None,
+    reference: dict[str, Any],
+    ceiling: dict[str, Any],
+    single_costs: Sequence[float],
+    seed: int,
+) -> dict[str, Any]:
+    """Return the online replay's entry: the method keys, with `online` (the curves) added."""
+    from moai.scorer.benchmark.replay import online_entry
+
+    start = time.perf_counter()
+    online, pred = online_entry(test, test_embeddings, seed)
+    elapsed = time.perf_counter() - start
+    # The replay routes at alpha 0 (one choice a query), so its cost curve is that one point.
+    entry = method_report(pred, test, train_costs, reference, ceiling, single_costs, alphas=[0.0])
+    entry["train_s"], entry["predict_s"] = 0.0, round(elapsed, 3)
+    return {k: entry[k] for k in METHOD_KEYS} | {"online": online}
 
 
 def _operating_point(

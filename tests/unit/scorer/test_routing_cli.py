@@ -103,3 +103,17 @@ def test_scorer_train_then_add_model(fake: FakeEncoder, tmp_path: Path, capsys: 
     assert "meh" in meta["metrics"]["added_models"]
     assert run([*argv[:-4], "--model", "nobody", "--out", str(grown), "--quiet"]) == 2
     assert "model 'nobody' has no line in the data" in capsys.readouterr().err
+
+
+def test_bench_routing_replays_online_and_plots_it(fake: FakeEncoder, tmp_path: Path) -> None:
+    """`--methods online` runs from the command line: same seed, same replay; the plot takes its entry."""
+    data = write_lines(tmp_path / "routing.jsonl", routing_lines(90))
+    argv = ["bench", "routing", "--train", str(data), "--test", str(data), "--quiet", "--methods", "best_single"]
+    outs = [tmp_path / "a.json", tmp_path / "b.json"]
+    for out in outs:
+        assert run([*argv, "online", "--out", str(out)]) == 0
+    first, second = (json.loads(out.read_text())["methods"]["online"] for out in outs)
+    assert first["online"] == second["online"]
+    assert first["online"]["curve"][-1]["n"] == 30
+    pytest.importorskip("matplotlib")
+    assert run([*argv, "online", "--out", str(outs[0]), "--plot", str(tmp_path / "c.png")]) == 0
