@@ -1,0 +1,238 @@
+"""The descriptions predictor: route from a few words per model, before any training data exists.
+
+Each model may declare what it is good at (`description`), queries it should get (`examples`) and
+queries it should not (`avoid`). A query is scored against them with the gate's encoder, as
+semantic-router scores example utterances and Arch-Router plain-language route descriptions:
+
+1. `match[m]` = the highest cosine similarity between the query and model m's description or examples,
+   less the highest similarity to its `avoid` queries where that is positive (0 without any).
+2. `fit[m] = exp((match[m] - max_j match[j]) / temperature)`: the model's softmax probability relative to
+   the best-matching model's, so the best match gets 1 and a model `temperature` of cosine behind gets
+   1/e. It does not depend on which subset of the pool is asked for, nor on the pool's size.
+3. `score[m] = (1 - prior_weight) * fit[m] + prior_weight * quality[m]`: the declared quality breaks near
+   ties, and a query that matches no model better than another falls back to the best declared model.
+
+A convex mix of two numbers in [0, 1], so every score is in [0, 1] and finite, and the selector, the
+budget, `min_confidence` and the constraints read it as they read any scorer's. Nothing is trained; the
+texts are embedded once, when the predictor first scores a query.
+
+`BlendedScorer` mixes a trained checkpoint with the descriptions (`gate.describe_weight`), and scores a
+model the checkpoint was never trained on from its description alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from moai.scorer.encoders import STATIC_ENCODER, TextEncoder
+from moai.scorer.predictors.base import F32Array, FloatArray, ScorePredictor, as_embeddings
+
+__all__ = ["PRIOR_WEIGHT", "TEMPERATURE", "BlendedScorer", "Description", "DescriptionScorer"]
+
+TEMPERATURE = 0.05
+"""Cosine similarity that divides the matches: a model this far behind the best match keeps 1/e of its fit."""
+PRIOR_WEIGHT = 0.3
+"""Weight of the declared quality in the score; the rest is the query's fit to the model's descriptions."""
+
+
+@dataclass(frozen=True)
+class Description:
+    """What one model declares about itself.
+
+    Attributes:
+        text: What it is good at, in words.
+        examples: Queries it should get.
+        avoid: Queries it should not get.
+        quality: Prior probability of a good answer, in [0, 1].
+    """
+
+    text: str = ""
+    examples: tuple[str, ...] = ()
+    avoid: tuple[str, ...] = ()
+    quality: float = 0.5
+
+    @property
+    def positives(self) -> tuple[str, ...]:
+        """The texts a query should resemble: the description (if any) and the examples."""
+        return ((self.text,) if self.text.strip() else ()) + tuple(self.examples)
+
+
+class DescriptionScorer(ScorePredictor):
+    """Score each model by the query's similarity to its description and examples, less its avoid list."""
+
+    method = "descriptions"
+    trainable = False
+
+    def __init__(
+        self,
+        descriptions: Mapping[str, Description] | None = None,
+        *,
+        temperature: float = TEMPERATURE,
+        prior_weight: float = PRIOR_WEIGHT,
+        encoder: TextEncoder | None = None,
+        encoder_name: str | None = None,
+    ) -> None:
+        """Build the predictor (the texts are embedded when it first scores a query).
+
+        Args:
+            descriptions: Each model's declaration, by name; the column order of predictions.
+            temperature: See `TEMPERATURE` (> 0).
+            prior_weight: See `PRIOR_WEIGHT` (in [0, 1]).
+            encoder: The query encoder (default: built from `encoder_name`).
+            encoder_name: Name of the encoder (default: the static encoder, `static-minilm`).
+
+        Raises:
+            ValueError: A setting is out of range.
+        """
+        if encoder is None and encoder_name is None:
+            encoder_name = STATIC_ENCODER
+        super().__init__(encoder=encoder, encoder_name=encoder_name)
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        if not 0 <= prior_weight <= 1:
+            raise ValueError(f"prior_weight must lie in [0, 1], got {prior_weight!r}")
+        self.temperature = float(temperature)
+        self.prior_weight = float(prior_weight)
+        self.descriptions = dict(descriptions or {})
+        for name, d in self.descriptions.items():
+            if not 0 <= d.quality <= 1:
+                raise ValueError(f"quality of {name!r} must lie in [0, 1], got {d.quality!r}")
+        self.models = tuple(self.descriptions)
+        self._texts: F32Array | None = None  # [texts, dim], every model's positives, then every avoid
+
+    def _fit(self, emb: F32Array, s: FloatArray, *, tasks: Sequence[str] | None, progress: bool) -> None:
+        # Zero-shot: nothing is learnt from the rows. `fit` only fixes the column order (the benchmark's
+        # models), each of which must be described.
+        if missing := [m for m in self.models if m not in self.descriptions]:
+            raise ValueError(f"no description for {', '.join(missing)}")
+        self._texts = None  # the texts are embedded again, in the new column order
+
+    def _embedded(self) -> F32Array:
+        if self._texts is None:
+            texts = [t for m in self.models for t in self.descriptions[m].positives]
+            texts += [t for m in self.models for t in self.descriptions[m].avoid]
+            self._texts = as_embeddings(self.encoder.encode(texts)) if texts else np.zeros((0, 1), np.float32)
+            # One owner per text, grouped by model, so a segment maximum (reduceat) gives each model's best.
+            self._pos_owner = np.array([i for i, m in enumerate(self.models) for _ in self.descriptions[m].positives])
+            self._neg_owner = np.array([i for i, m in enumerate(self.models) for _ in self.descriptions[m].avoid])
+            self._quality = np.array([self.descriptions[m].quality for m in self.models], dtype=np.float64)
+        return self._texts
+
+    @staticmethod
+    def _best(sim: FloatArray, owner: np.ndarray, n_models: int) -> FloatArray:
+        """Return [queries, models]: each model's highest similarity among its texts (0 where it has none)."""
+        out = np.zeros((sim.shape[0], n_models))
+        if owner.size:
+            starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+            out[:, owner[starts]] = np.maximum.reduceat(sim, starts, axis=1)
+        return out
+
+    def match(self, embeddings: npt.ArrayLike) -> FloatArray:
+        """Return [queries, models]: the best similarity to a model's positives, less its avoid penalty."""
+        emb = as_embeddings(embeddings)
+        texts = self._embedded()
+        n_models, n_pos = len(self.models), self._pos_owner.size
+        if texts.shape[0] == 0:
+            return np.zeros((emb.shape[0], n_models))
+        sim = (emb @ texts.T).astype(np.float64)
+        positive = self._best(sim[:, :n_pos], self._pos_owner, n_models)
+        avoid = self._best(sim[:, n_pos:], self._neg_owner, n_models)
+        return positive - np.maximum(avoid, 0.0)
+
+    def predict_embeddings(self, embeddings: npt.ArrayLike, *, tasks: Sequence[str] | None = None) -> FloatArray:
+        """Return calibrated scores [queries, len(self.models)] in [0, 1] (see the module's docstring)."""
+        match = self.match(embeddings)
+        if not self.models:
+            return match
+        fit = np.exp((match - match.max(axis=1, keepdims=True)) / self.temperature)
+        scores = (1.0 - self.prior_weight) * fit + self.prior_weight * self._quality
+        return np.clip(np.nan_to_num(scores, nan=0.0), 0.0, 1.0)
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Return (no arrays, the descriptions and settings)."""
+        config = {
+            "descriptions": {m: asdict(d) for m, d in self.descriptions.items()},
+            "temperature": self.temperature,
+            "prior_weight": self.prior_weight,
+            "encoder": self.encoder_name,
+        }
+        return {}, config
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> DescriptionScorer:
+        """Rebuild the predictor from `state`."""
+        descriptions = {
+            m: Description(d["text"], tuple(d["examples"]), tuple(d["avoid"]), float(d["quality"]))
+            for m, d in config["descriptions"].items()
+        }
+        return cls(
+            descriptions,
+            temperature=config["temperature"],
+            prior_weight=config["prior_weight"],
+            encoder_name=config["encoder"],
+        )
+
+
+class BlendedScorer(ScorePredictor):
+    """A trained checkpoint mixed with the descriptions; a model the checkpoint lacks is scored from its description.
+
+    For a model both know: `(1 - weight) * checkpoint + weight * descriptions`; the checkpoint's score alone
+    for a model without a description; the descriptions score alone for one the checkpoint cannot score.
+    Both read one embedding of the query, the checkpoint's encoder's.
+    """
+
+    method = "described"
+    trainable = False
+
+    def __init__(self, checkpoint: ScorePredictor, descriptions: DescriptionScorer, weight: float) -> None:
+        """Blend `checkpoint` and `descriptions` (whose encoder is replaced by the checkpoint's) with `weight`.
+
+        Raises:
+            ValueError: The weight is outside [0, 1].
+        """
+        if not 0 <= weight <= 1:
+            raise ValueError(f"weight must lie in [0, 1], got {weight!r}")
+        super().__init__(encoder_name=checkpoint.encoder_name)
+        self.checkpoint, self.descriptions, self.weight = checkpoint, descriptions, float(weight)
+        descriptions._encoder, descriptions.encoder_name = None, checkpoint.encoder_name
+        self.models = tuple(dict.fromkeys([*checkpoint.models, *descriptions.models]))
+
+    @property
+    def encoder(self) -> TextEncoder:
+        """The checkpoint's encoder, shared with the descriptions."""
+        return self.checkpoint.encoder
+
+    def _fit(self, emb: F32Array, s: FloatArray, *, tasks: Sequence[str] | None, progress: bool) -> None:
+        raise NotImplementedError("a blended scorer is built from a trained checkpoint, not fitted")
+
+    def predict_embeddings(self, embeddings: npt.ArrayLike, *, tasks: Sequence[str] | None = None) -> FloatArray:
+        """Return scores [queries, len(self.models)] in [0, 1]."""
+        emb = as_embeddings(embeddings)
+        if self.descriptions._encoder is None:  # one encoder for both, built once
+            self.descriptions._encoder = self.checkpoint.encoder
+        trained = self.checkpoint.predict_embeddings(emb)
+        described = self.descriptions.predict_embeddings(emb)
+        out = np.zeros((emb.shape[0], len(self.models)))
+        for j, model in enumerate(self.models):
+            if model not in self.descriptions.models:
+                out[:, j] = trained[:, self.checkpoint.column(model)]
+            elif model not in self.checkpoint.models:
+                out[:, j] = described[:, self.descriptions.column(model)]
+            else:
+                t, d = trained[:, self.checkpoint.column(model)], described[:, self.descriptions.column(model)]
+                out[:, j] = (1.0 - self.weight) * t + self.weight * d
+        return np.clip(out, 0.0, 1.0)
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Not saved: a blend is rebuilt from its mix."""
+        raise NotImplementedError("a blended scorer is rebuilt from its mix, not saved")
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> BlendedScorer:
+        """Not saved: a blend is rebuilt from its mix."""
+        raise NotImplementedError("a blended scorer is rebuilt from its mix, not saved")
