@@ -22,17 +22,22 @@ model the checkpoint was never trained on from its description alone.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from moai.mix_instructions.schema import MAX_DESCRIPTION_LENGTH, MAX_EXAMPLES, MAX_MODELS
 from moai.scorer.encoders import STATIC_ENCODER, TextEncoder
 from moai.scorer.predictors.base import F32Array, FloatArray, ScorePredictor, as_embeddings
 
-__all__ = ["PRIOR_WEIGHT", "TEMPERATURE", "BlendedScorer", "Description", "DescriptionScorer"]
+__all__ = ["PRIOR_WEIGHT", "TEMPERATURE", "BlendedScorer", "Description", "DescriptionScorer", "read_descriptions"]
 
 TEMPERATURE = 0.05
 """Cosine similarity that divides the matches: a model this far behind the best match keeps 1/e of its fit."""
@@ -60,6 +65,48 @@ class Description:
     def positives(self) -> tuple[str, ...]:
         """The texts a query should resemble: the description (if any) and the examples."""
         return ((self.text,) if self.text.strip() else ()) + tuple(self.examples)
+
+
+_Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_DESCRIPTION_LENGTH)]
+
+
+class _Declared(BaseModel):
+    # The fields a mix's model declares for the descriptions gate, with the same bounds.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    description: str = Field("", max_length=MAX_DESCRIPTION_LENGTH)
+    examples: list[_Text] = Field(default_factory=list, max_length=MAX_EXAMPLES)
+    avoid: list[_Text] = Field(default_factory=list, max_length=MAX_EXAMPLES)
+    quality: float = Field(0.5, ge=0, le=1)
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    models: dict[Annotated[str, StringConstraints(min_length=1, max_length=200)], _Declared] = Field(
+        max_length=MAX_MODELS
+    )
+
+
+def read_descriptions(path: str | os.PathLike[str]) -> dict[str, Description]:
+    """Read a descriptions file: `models: {name: {description, examples, avoid, quality}}` (YAML or JSON).
+
+    Raises:
+        ValueError: The file is missing, too large, or not of that shape (the message names the field).
+    """
+    file = Path(path)
+    if not file.is_file() or file.stat().st_size > 1_000_000:
+        raise ValueError(f"{file}: not a descriptions file of at most 1 MB")
+    try:
+        parsed = _File.model_validate(yaml.safe_load(file.read_text(encoding="utf-8")))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file}: not YAML: {err}") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"{file}: {where}: {first['msg']}") from None
+    return {
+        name: Description(d.description, tuple(d.examples), tuple(d.avoid), d.quality)
+        for name, d in parsed.models.items()
+    }
 
 
 class DescriptionScorer(ScorePredictor):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import numpy as np
 import pytest
 from routing_fakes import FakeEncoder
 
-from moai.scorer.predictors.descriptions import BlendedScorer, Description, DescriptionScorer
+from moai.scorer.predictors.descriptions import BlendedScorer, Description, DescriptionScorer, read_descriptions
 from moai.scorer.predictors.knn import KnnPredictor
 
 POOL = {
@@ -128,3 +131,32 @@ def test_a_blend_mixes_a_known_model_by_the_weight() -> None:
         )
         assert np.array(got) == pytest.approx(want)
         assert blend.encoder is knn.encoder
+
+
+def test_the_shipped_routerdc_descriptions_describe_the_benchmark_pool() -> None:
+    import json
+    from pathlib import Path
+
+    from moai.scorer.benchmark.evaluate import ROUTERDC_DESCRIPTIONS
+
+    results = Path(__file__).resolve().parents[3] / "bench" / "results" / "routing_routerdc.json"
+    pool = json.loads(results.read_text())["setup"]["models"]
+    described = read_descriptions(ROUTERDC_DESCRIPTIONS)
+    assert sorted(described) == sorted(pool)
+    assert all(d.text and d.examples for d in described.values())
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("models:\n  a: {descripton: x}\n", "models.a.descripton: Extra inputs are not permitted"),
+        ("models:\n  a: {quality: 2}\n", "models.a.quality: Input should be less than or equal to 1"),
+        (f"models:\n  a: {{examples: [{', '.join(['q'] * 65)}]}}\n", "models.a.examples: List should have at most 64"),
+        ("models: [\n", "not YAML"),
+    ],
+)
+def test_a_bad_descriptions_file_is_refused_naming_the_field(tmp_path: Any, text: str, message: str) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_descriptions(path)
