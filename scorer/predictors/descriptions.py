@@ -152,6 +152,16 @@ class DescriptionScorer(ScorePredictor):
         self.models = tuple(self.descriptions)
         self._texts: F32Array | None = None  # [texts, dim], every model's positives, then every avoid
 
+    @property
+    def encoder(self) -> TextEncoder:
+        """The query encoder, which also embeds the declared texts."""
+        return super().encoder
+
+    @encoder.setter
+    def encoder(self, value: TextEncoder) -> None:
+        self._encoder, self.encoder_name = value, value.name
+        self._texts = None  # embedded again with the new encoder
+
     def _fit(self, emb: F32Array, s: FloatArray, *, tasks: Sequence[str] | None, progress: bool) -> None:
         # Zero-shot: nothing is learnt from the rows. `fit` only fixes the column order (the benchmark's
         # models), each of which must be described.
@@ -253,6 +263,11 @@ class BlendedScorer(ScorePredictor):
     def encoder(self) -> TextEncoder:
         """The checkpoint's encoder, shared with the descriptions."""
         return self.checkpoint.encoder
+
+    @encoder.setter
+    def encoder(self, value: TextEncoder) -> None:
+        self.checkpoint.encoder = value
+        self.descriptions.encoder = value
 
     def _fit(self, emb: F32Array, s: FloatArray, *, tasks: Sequence[str] | None, progress: bool) -> None:
         raise NotImplementedError("a blended scorer is built from a trained checkpoint, not fitted")
