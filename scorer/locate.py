@@ -132,7 +132,7 @@ def check_scorer(spec: MixSpec, source: str = "<mix>") -> None:
                 source,
                 f"models.{bare[0]}.description",
                 f"gate.scorer 'descriptions' needs a description or examples on every candidate; "
-                f"{', '.join(bare)} declare neither",
+                f"{', '.join(bare)} {'declares' if len(bare) == 1 else 'declare'} neither",
             )
         return
     try:

@@ -6,11 +6,15 @@ semantic-router scores example utterances and Arch-Router plain-language route d
 
 1. `match[m]` = the highest cosine similarity between the query and model m's description or examples,
    less the highest similarity to its `avoid` queries where that is positive (0 without any).
-2. `fit[m] = exp((match[m] - max_j match[j]) / temperature)`: the model's softmax probability relative to
-   the best-matching model's, so the best match gets 1 and a model `temperature` of cosine behind gets
-   1/e. It does not depend on which subset of the pool is asked for, nor on the pool's size.
+2. `fit[m] = exp((match[m] - max(max_j match[j], in_domain)) / temperature)`: the model's softmax
+   probability relative to the best-matching model's, so the best match gets 1 and a model `temperature`
+   of cosine behind gets 1/e, unless even the best match is below `in_domain` (a cosine that counts as
+   "this is the kind of query the model declared"): then every fit is below 1, measured from that bar.
+   So a query unlike anything declared gets low scores, and a model described alone (one added to a
+   trained pool) is not sure of every query. The fit does not depend on which subset of the pool is
+   asked for, nor on the pool's size.
 3. `score[m] = (1 - prior_weight) * fit[m] + prior_weight * quality[m]`: the declared quality breaks near
-   ties, and a query that matches no model better than another falls back to the best declared model.
+   ties, and a query that matches no model well falls back to the best declared model.
 
 A convex mix of two numbers in [0, 1], so every score is in [0, 1] and finite, and the selector, the
 budget, `min_confidence` and the constraints read it as they read any scorer's. Nothing is trained; the
@@ -37,12 +41,23 @@ from moai.mix_instructions.schema import MAX_DESCRIPTION_LENGTH, MAX_EXAMPLES, M
 from moai.scorer.encoders import STATIC_ENCODER, TextEncoder
 from moai.scorer.predictors.base import F32Array, FloatArray, ScorePredictor, as_embeddings
 
-__all__ = ["PRIOR_WEIGHT", "TEMPERATURE", "BlendedScorer", "Description", "DescriptionScorer", "read_descriptions"]
+__all__ = [
+    "IN_DOMAIN",
+    "PRIOR_WEIGHT",
+    "TEMPERATURE",
+    "BlendedScorer",
+    "Description",
+    "DescriptionScorer",
+    "read_descriptions",
+]
 
 TEMPERATURE = 0.05
 """Cosine similarity that divides the matches: a model this far behind the best match keeps 1/e of its fit."""
 PRIOR_WEIGHT = 0.3
 """Weight of the declared quality in the score; the rest is the query's fit to the model's descriptions."""
+IN_DOMAIN = 0.4
+"""Cosine similarity to a model's description or examples from which a query counts as one it should get
+(chosen a priori for MiniLM-like encoders: paraphrases score 0.6-0.9, unrelated texts below 0.2)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,7 @@ class DescriptionScorer(ScorePredictor):
         *,
         temperature: float = TEMPERATURE,
         prior_weight: float = PRIOR_WEIGHT,
+        in_domain: float = IN_DOMAIN,
         encoder: TextEncoder | None = None,
         encoder_name: str | None = None,
     ) -> None:
@@ -130,6 +146,7 @@ class DescriptionScorer(ScorePredictor):
             descriptions: Each model's declaration, by name; the column order of predictions.
             temperature: See `TEMPERATURE` (> 0).
             prior_weight: See `PRIOR_WEIGHT` (in [0, 1]).
+            in_domain: See `IN_DOMAIN` (in [-1, 1]).
             encoder: The query encoder (default: built from `encoder_name`).
             encoder_name: Name of the encoder (default: the static encoder, `static-minilm`).
 
@@ -143,6 +160,9 @@ class DescriptionScorer(ScorePredictor):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         if not 0 <= prior_weight <= 1:
             raise ValueError(f"prior_weight must lie in [0, 1], got {prior_weight!r}")
+        if not -1 <= in_domain <= 1:
+            raise ValueError(f"in_domain must lie in [-1, 1], got {in_domain!r}")
+        self.in_domain = float(in_domain)
         self.temperature = float(temperature)
         self.prior_weight = float(prior_weight)
         self.descriptions = dict(descriptions or {})
@@ -206,9 +226,10 @@ class DescriptionScorer(ScorePredictor):
         match = self.match(embeddings)
         if not self.models:
             return match
-        fit = np.exp((match - match.max(axis=1, keepdims=True)) / self.temperature)
-        scores = (1.0 - self.prior_weight) * fit + self.prior_weight * self._quality
-        return np.clip(np.nan_to_num(scores, nan=0.0), 0.0, 1.0)
+        bar = np.maximum(match.max(axis=1, keepdims=True), self.in_domain)
+        fit = np.exp((match - bar) / self.temperature)
+        scores: FloatArray = (1.0 - self.prior_weight) * fit + self.prior_weight * self._quality
+        return np.clip(np.nan_to_num(scores, nan=0.0), 0.0, 1.0, out=scores)
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Return (no arrays, the descriptions and settings)."""
@@ -216,6 +237,7 @@ class DescriptionScorer(ScorePredictor):
             "descriptions": {m: asdict(d) for m, d in self.descriptions.items()},
             "temperature": self.temperature,
             "prior_weight": self.prior_weight,
+            "in_domain": self.in_domain,
             "encoder": self.encoder_name,
         }
         return {}, config
@@ -231,6 +253,7 @@ class DescriptionScorer(ScorePredictor):
             descriptions,
             temperature=config["temperature"],
             prior_weight=config["prior_weight"],
+            in_domain=config["in_domain"],
             encoder_name=config["encoder"],
         )
 

@@ -94,3 +94,6 @@ async def test_a_new_model_in_a_trained_pool_is_scored_from_its_description() ->
     assert max(scores, key=scores.get) == "coder"
     result = await graph.ainvoke({"query": query})
     assert [call["model"] for call in result["calls"]] == ["coder"]
+    # A query unlike its description stays with the models the checkpoint knows.
+    other = await graph.ainvoke({"query": "What is the capital of France?"})
+    assert [call["model"] for call in other["calls"]] != ["coder"]

@@ -67,6 +67,13 @@ def test_a_query_that_matches_nothing_better_falls_back_to_the_best_declared_qua
     assert int(np.argmax(row)) == 1
 
 
+def test_a_model_described_alone_is_sure_only_of_queries_like_its_own() -> None:
+    alone = scorer({"coder": POOL["coder"]})
+    (related,), (unrelated,) = alone.predict(["write a python function", "zzz qqq"], ["coder"])
+    assert related == pytest.approx(0.7 * 1.0 + 0.3 * 0.5)
+    assert unrelated < 0.3 * 0.5 + 0.7 * 0.01  # a fit of at most 1% of the in-domain one
+
+
 def test_a_model_without_a_description_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="unknown model 'other'"):
         scorer().predict(["q"], ["other"])
@@ -77,6 +84,7 @@ def test_a_model_without_a_description_is_refused_by_name() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
+        ({"in_domain": 1.5}, "in_domain"),
         ({"temperature": 0.0}, "temperature"),
         ({"temperature": float("nan")}, "temperature"),
         ({"prior_weight": 2.0}, "prior_weight"),
