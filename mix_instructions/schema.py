@@ -330,7 +330,7 @@ class GateSpec(_Strict):
         le=1,
         description="With a checkpoint scorer: weight of the descriptions score blended into the checkpoint's "
         "(0: the checkpoint's alone). A candidate the checkpoint cannot score is scored from its description "
-        "and examples alone, whatever the weight.",
+        "and examples alone, whatever the weight, brought onto the checkpoint's scale by the declared quality.",
     )
     candidates: list[str] | None = Field(
         None, max_length=MAX_MODELS, description="Models the gate may pick, each once; default: the whole pool."

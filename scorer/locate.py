@@ -97,7 +97,7 @@ def load_scorer(
 
     checkpoint = load(resolve_checkpoint(ref, mix_file))
     if descriptions and (describe_weight > 0 or any(m not in checkpoint.models for m in descriptions)):
-        return BlendedScorer(checkpoint, DescriptionScorer(descriptions), describe_weight)
+        return BlendedScorer(checkpoint, DescriptionScorer(descriptions), describe_weight, quality)
     return checkpoint
 
 

@@ -13,15 +13,21 @@ semantic-router scores example utterances and Arch-Router plain-language route d
    So a query unlike anything declared gets low scores, and a model described alone (one added to a
    trained pool) is not sure of every query. The fit does not depend on which subset of the pool is
    asked for, nor on the pool's size.
-3. `score[m] = (1 - prior_weight) * fit[m] + prior_weight * quality[m]`: the declared quality breaks near
-   ties, and a query that matches no model well falls back to the best declared model.
+3. `score[m] = quality[m] * (off_domain + (1 - off_domain) * fit[m])`: the declared quality (the prior
+   probability of a good answer) for a query like those the model declared, down to `off_domain` of it
+   for a query unlike them. The quality breaks near ties, and a query that matches no model well falls
+   back to the best declared model.
 
-A convex mix of two numbers in [0, 1], so every score is in [0, 1] and finite, and the selector, the
-budget, `min_confidence` and the constraints read it as they read any scorer's. Nothing is trained; the
-texts are embedded once, when the predictor first scores a query.
+A product of numbers in [0, 1], so every score is in [0, 1] and finite, on the scale of the declared
+priors (what `gate.scorer: priors` gives), and the selector, the budget, `min_confidence` and the
+constraints read it as they read any scorer's. Nothing is trained; the texts are embedded once, when the
+predictor first scores a query.
 
 `BlendedScorer` mixes a trained checkpoint with the descriptions (`gate.describe_weight`), and scores a
-model the checkpoint was never trained on from its description alone.
+model the checkpoint was never trained on from its description alone, brought onto the checkpoint's
+scale: for each query, the descriptions scores are multiplied by the checkpoint's mean score of the
+models it knows over their mean declared quality (a query the checkpoint finds hard is hard for the
+newcomer too; a newcomer declared as good as the known models gets their level where it fits).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from moai.scorer.predictors.base import F32Array, FloatArray, ScorePredictor, as
 
 __all__ = [
     "IN_DOMAIN",
-    "PRIOR_WEIGHT",
+    "OFF_DOMAIN",
     "TEMPERATURE",
     "BlendedScorer",
     "Description",
@@ -53,8 +59,8 @@ __all__ = [
 
 TEMPERATURE = 0.05
 """Cosine similarity that divides the matches: a model this far behind the best match keeps 1/e of its fit."""
-PRIOR_WEIGHT = 0.3
-"""Weight of the declared quality in the score; the rest is the query's fit to the model's descriptions."""
+OFF_DOMAIN = 0.3
+"""Share of its declared quality a model keeps for a query unlike anything it declared."""
 IN_DOMAIN = 0.4
 """Cosine similarity to a model's description or examples from which a query counts as one it should get
 (chosen a priori for MiniLM-like encoders: paraphrases score 0.6-0.9, unrelated texts below 0.2)."""
@@ -135,7 +141,7 @@ class DescriptionScorer(ScorePredictor):
         descriptions: Mapping[str, Description] | None = None,
         *,
         temperature: float = TEMPERATURE,
-        prior_weight: float = PRIOR_WEIGHT,
+        off_domain: float = OFF_DOMAIN,
         in_domain: float = IN_DOMAIN,
         encoder: TextEncoder | None = None,
         encoder_name: str | None = None,
@@ -145,7 +151,7 @@ class DescriptionScorer(ScorePredictor):
         Args:
             descriptions: Each model's declaration, by name; the column order of predictions.
             temperature: See `TEMPERATURE` (> 0).
-            prior_weight: See `PRIOR_WEIGHT` (in [0, 1]).
+            off_domain: See `OFF_DOMAIN` (in [0, 1]).
             in_domain: See `IN_DOMAIN` (in [-1, 1]).
             encoder: The query encoder (default: built from `encoder_name`).
             encoder_name: Name of the encoder (default: the static encoder, `static-minilm`).
@@ -158,13 +164,13 @@ class DescriptionScorer(ScorePredictor):
         super().__init__(encoder=encoder, encoder_name=encoder_name)
         if not (np.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-        if not 0 <= prior_weight <= 1:
-            raise ValueError(f"prior_weight must lie in [0, 1], got {prior_weight!r}")
+        if not 0 <= off_domain <= 1:
+            raise ValueError(f"off_domain must lie in [0, 1], got {off_domain!r}")
         if not -1 <= in_domain <= 1:
             raise ValueError(f"in_domain must lie in [-1, 1], got {in_domain!r}")
         self.in_domain = float(in_domain)
         self.temperature = float(temperature)
-        self.prior_weight = float(prior_weight)
+        self.off_domain = float(off_domain)
         self.descriptions = dict(descriptions or {})
         for name, d in self.descriptions.items():
             if not 0 <= d.quality <= 1:
@@ -228,7 +234,7 @@ class DescriptionScorer(ScorePredictor):
             return match
         bar = np.maximum(match.max(axis=1, keepdims=True), self.in_domain)
         fit = np.exp((match - bar) / self.temperature)
-        scores: FloatArray = (1.0 - self.prior_weight) * fit + self.prior_weight * self._quality
+        scores: FloatArray = self._quality * (self.off_domain + (1.0 - self.off_domain) * fit)
         return np.clip(np.nan_to_num(scores, nan=0.0), 0.0, 1.0, out=scores)
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -236,7 +242,7 @@ class DescriptionScorer(ScorePredictor):
         config = {
             "descriptions": {m: asdict(d) for m, d in self.descriptions.items()},
             "temperature": self.temperature,
-            "prior_weight": self.prior_weight,
+            "off_domain": self.off_domain,
             "in_domain": self.in_domain,
             "encoder": self.encoder_name,
         }
@@ -252,7 +258,7 @@ class DescriptionScorer(ScorePredictor):
         return cls(
             descriptions,
             temperature=config["temperature"],
-            prior_weight=config["prior_weight"],
+            off_domain=config["off_domain"],
             in_domain=config["in_domain"],
             encoder_name=config["encoder"],
         )
@@ -269,8 +275,21 @@ class BlendedScorer(ScorePredictor):
     method = "described"
     trainable = False
 
-    def __init__(self, checkpoint: ScorePredictor, descriptions: DescriptionScorer, weight: float) -> None:
+    def __init__(
+        self,
+        checkpoint: ScorePredictor,
+        descriptions: DescriptionScorer,
+        weight: float,
+        quality: Mapping[str, float] | None = None,
+    ) -> None:
         """Blend `checkpoint` and `descriptions` (whose encoder is replaced by the checkpoint's) with `weight`.
+
+        Args:
+            checkpoint: The trained predictor.
+            descriptions: The described models (some may be unknown to the checkpoint).
+            weight: Weight of the descriptions for a model both know, in [0, 1].
+            quality: The declared quality of the checkpoint's models, which anchors the scale (default:
+                the descriptions' own, else 0.5).
 
         Raises:
             ValueError: The weight is outside [0, 1].
@@ -279,6 +298,9 @@ class BlendedScorer(ScorePredictor):
             raise ValueError(f"weight must lie in [0, 1], got {weight!r}")
         super().__init__(encoder_name=checkpoint.encoder_name)
         self.checkpoint, self.descriptions, self.weight = checkpoint, descriptions, float(weight)
+        known = {m: d.quality for m, d in descriptions.descriptions.items()} | dict(quality or {})
+        anchor = float(np.mean([known.get(m, 0.5) for m in checkpoint.models])) if checkpoint.models else 0.5
+        self._anchor = max(anchor, 1e-6)  # mean declared quality of the known models
         descriptions._encoder, descriptions.encoder_name = None, checkpoint.encoder_name
         self.models = tuple(dict.fromkeys([*checkpoint.models, *descriptions.models]))
 
@@ -301,7 +323,9 @@ class BlendedScorer(ScorePredictor):
         if self.descriptions._encoder is None:  # one encoder for both, built once
             self.descriptions._encoder = self.checkpoint.encoder
         trained = self.checkpoint.predict_embeddings(emb)
-        described = self.descriptions.predict_embeddings(emb)
+        # Onto the checkpoint's scale: its mean score of this query per unit of declared quality.
+        scale = trained.mean(axis=1, keepdims=True) / self._anchor if trained.shape[1] else 1.0
+        described = self.descriptions.predict_embeddings(emb) * scale
         out = np.zeros((emb.shape[0], len(self.models)))
         for j, model in enumerate(self.models):
             if model not in self.descriptions.models:

@@ -30,18 +30,19 @@ def test_each_query_goes_to_the_model_it_resembles() -> None:
 
 
 @pytest.mark.parametrize("temperature", [1e-6, 0.05, 1.0, 1e6])
-@pytest.mark.parametrize("prior_weight", [0.0, 0.3, 1.0])
-def test_scores_are_finite_and_in_the_unit_interval(temperature: float, prior_weight: float) -> None:
+@pytest.mark.parametrize("off_domain", [0.0, 0.3, 1.0])
+def test_scores_are_finite_and_in_the_unit_interval(temperature: float, off_domain: float) -> None:
     pool = {**POOL, "bare": Description("", (), ("anything at all",), 1.0)}
-    pred = scorer(pool, temperature=temperature, prior_weight=prior_weight).predict(QUERIES, list(pool))
+    pred = scorer(pool, temperature=temperature, off_domain=off_domain).predict(QUERIES, list(pool))
     arr = np.array(pred)
     assert np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1
 
 
-def test_the_best_match_scores_its_fit_of_one_mixed_with_its_quality() -> None:
+def test_the_best_match_scores_its_declared_quality_and_the_others_less() -> None:
     pool = {**POOL, "coder": Description(POOL["coder"].text, POOL["coder"].examples, (), 0.9)}
-    row = scorer(pool, prior_weight=0.3).predict([QUERIES[0]], ["coder"])[0]
-    assert row == pytest.approx([0.7 * 1.0 + 0.3 * 0.9])
+    row = scorer(pool, off_domain=0.3).predict([QUERIES[0]], list(pool))[0]
+    assert row[0] == pytest.approx(0.9)
+    assert all(0.3 * 0.5 <= s < 0.5 for s in row[1:])
 
 
 def test_scores_do_not_depend_on_which_models_are_asked_for() -> None:
@@ -70,8 +71,8 @@ def test_a_query_that_matches_nothing_better_falls_back_to_the_best_declared_qua
 def test_a_model_described_alone_is_sure_only_of_queries_like_its_own() -> None:
     alone = scorer({"coder": POOL["coder"]})
     (related,), (unrelated,) = alone.predict(["write a python function", "zzz qqq"], ["coder"])
-    assert related == pytest.approx(0.7 * 1.0 + 0.3 * 0.5)
-    assert unrelated < 0.3 * 0.5 + 0.7 * 0.01  # a fit of at most 1% of the in-domain one
+    assert related == pytest.approx(0.5)
+    assert unrelated < 0.5 * (0.3 + 0.7 * 0.01)  # a fit of at most 1% of the in-domain one
 
 
 def test_a_model_without_a_description_is_refused_by_name() -> None:
@@ -87,7 +88,7 @@ def test_a_model_without_a_description_is_refused_by_name() -> None:
         ({"in_domain": 1.5}, "in_domain"),
         ({"temperature": 0.0}, "temperature"),
         ({"temperature": float("nan")}, "temperature"),
-        ({"prior_weight": 2.0}, "prior_weight"),
+        ({"off_domain": 2.0}, "off_domain"),
     ],
 )
 def test_settings_out_of_range_are_refused(kwargs: dict[str, float], message: str) -> None:
@@ -120,11 +121,13 @@ def trained_knn(encoder: FakeEncoder) -> KnnPredictor:
 def test_a_blend_scores_a_model_the_checkpoint_lacks_from_its_description() -> None:
     encoder = FakeEncoder()
     knn = trained_knn(encoder)
-    blend = BlendedScorer(knn, scorer({"chat": POOL["chat"]}), weight=0.0)
+    blend = BlendedScorer(knn, scorer({"chat": POOL["chat"]}), weight=0.0, quality={"coder": 0.8, "mathy": 0.4})
     row = blend.predict([QUERIES[2]], ["coder", "mathy", "chat"])[0]
-    assert row[:2] == pytest.approx(knn.predict([QUERIES[2]], ["coder", "mathy"])[0])
-    assert row[2] == pytest.approx(scorer({"chat": POOL["chat"]}).predict([QUERIES[2]], ["chat"])[0][0])
-    assert int(np.argmax(row)) == 2
+    known = knn.predict([QUERIES[2]], ["coder", "mathy"])[0]
+    assert row[:2] == pytest.approx(known)
+    # On the checkpoint's scale: chat's own score times the known models' mean score per declared quality.
+    own = scorer({"chat": POOL["chat"]}).predict([QUERIES[2]], ["chat"])[0][0]
+    assert row[2] == pytest.approx(own * np.mean(known) / np.mean([0.8, 0.4]))
 
 
 def test_a_blend_mixes_a_known_model_by_the_weight() -> None:
@@ -134,9 +137,9 @@ def test_a_blend_mixes_a_known_model_by_the_weight() -> None:
     for weight in (0.0, 0.3, 1.0):
         blend = BlendedScorer(knn, scorer(), weight=weight)
         got = blend.predict(QUERIES, ["coder", "mathy"])
-        want = (1 - weight) * np.array(knn.predict(QUERIES, ["coder", "mathy"])) + weight * np.array(
-            described.predict(QUERIES, ["coder", "mathy"])
-        )
+        known = np.array(knn.predict(QUERIES, ["coder", "mathy"]))
+        scale = known.mean(axis=1, keepdims=True) / 0.5  # the declared quality of both is 0.5
+        want = (1 - weight) * known + weight * np.array(described.predict(QUERIES, ["coder", "mathy"])) * scale
         assert np.array(got) == pytest.approx(want)
         assert blend.encoder is knn.encoder
 
