@@ -16,6 +16,8 @@ __all__ = [
     "MAX_CACHE_SIZE",
     "MAX_CIRCUIT_FAILURES",
     "MAX_DAY_S",
+    "MAX_DESCRIPTION_LENGTH",
+    "MAX_EXAMPLES",
     "MAX_EXPLORE",
     "MAX_MODELS",
     "MAX_NAME_LENGTH",
@@ -85,6 +87,10 @@ MAX_EXPLORE = 0.5
 MAX_PRIOR_STRENGTH = 1e6
 """Largest weight, in observations, of the scorer's prediction in online learning."""
 MAX_NAME_LENGTH = 64
+MAX_DESCRIPTION_LENGTH = 2_000
+"""Longest model description or example query, in characters (each is embedded once, when the gate is built)."""
+MAX_EXAMPLES = 64
+"""Most example queries a model lists under `examples:`, and most under `avoid:`."""
 """Longest name of a mix, step, model or arm (they become graph, node and file names)."""
 RESERVED_MODEL_NAMES = ("selected", "top1")
 """Keywords accepted where a model name is: `steps[].models: selected`, `cross: top1`, `aggregate.model: top1`."""
@@ -209,6 +215,24 @@ class ModelSpec(_Strict):
         description="Models of the pool to try, in order, when this one fails (each at most once).",
     )
     tags: list[str] = Field(default_factory=list, description="Free labels, e.g. 'math', 'cheap'.")
+    description: str = Field(
+        "",
+        max_length=MAX_DESCRIPTION_LENGTH,
+        description="What the model is good at, in words, e.g. 'Python and shell code, debugging, SQL' "
+        f"(read by `gate.scorer: descriptions`; at most {MAX_DESCRIPTION_LENGTH} characters).",
+    )
+    examples: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_DESCRIPTION_LENGTH)]] = Field(
+        default_factory=list,
+        max_length=MAX_EXAMPLES,
+        description="Queries this model should get (`gate.scorer: descriptions` routes similar ones to it; "
+        f"at most {MAX_EXAMPLES}, each at most {MAX_DESCRIPTION_LENGTH} characters).",
+    )
+    avoid: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_DESCRIPTION_LENGTH)]] = Field(
+        default_factory=list,
+        max_length=MAX_EXAMPLES,
+        description="Queries this model should not get (similar ones lower its descriptions score; "
+        f"at most {MAX_EXAMPLES}, each at most {MAX_DESCRIPTION_LENGTH} characters).",
+    )
     replies: list[str] = Field(default_factory=list, description="provider 'fake' only: the replies it gives, in turn.")
 
 
@@ -360,7 +384,17 @@ class GateSpec(_Strict):
     scorer: str = Field(
         "priors",
         description="What predicts each model's score: 'priors' (each model's declared quality), "
-        "'bundled:<name>' (a checkpoint shipped with moai) or a checkpoint folder (relative to the mix file).",
+        "'descriptions' (the query's similarity to each model's description, examples and avoid, mixed with "
+        "its quality; no training), 'bundled:<name>' (a checkpoint shipped with moai) or a checkpoint folder "
+        "(relative to the mix file).",
+    )
+    describe_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="With a checkpoint scorer: weight of the descriptions score blended into the checkpoint's "
+        "(0: the checkpoint's alone). A candidate the checkpoint cannot score is scored from its description "
+        "and examples alone, whatever the weight, brought onto the checkpoint's scale by the declared quality.",
     )
     candidates: list[str] | None = Field(
         None, max_length=MAX_MODELS, description="Models the gate may pick, each once; default: the whole pool."

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from moai.api import load_mix
 
-__all__ = ["ab", "cascade", "chain", "moa", "panel", "refine", "route", "routemoa"]
+__all__ = ["ab", "cascade", "chain", "first_pool", "moa", "panel", "refine", "route", "routemoa"]
 
 ab = load_mix("ab")
 cascade = load_mix("cascade")
 chain = load_mix("chain")
+first_pool = load_mix("first_pool")
 moa = load_mix("moa")
 panel = load_mix("panel")
 refine = load_mix("refine")

@@ -22,7 +22,7 @@ from moai.nodes._cache import ScoreCache
 from moai.nodes.learn import Encoder, LearnLog, OnlineGate
 from moai.nodes.state import Call, RunInfo
 from moai.scorer import Predictor
-from moai.scorer.locate import check_scorer, load_scorer
+from moai.scorer.locate import check_scorer, described_models, load_scorer
 
 __all__ = ["MixRuntime", "ModelFactory", "Recorder", "nothing_answered", "transient_errors"]
 
@@ -86,7 +86,8 @@ class MixRuntime:
     def __post_init__(self) -> None:
         check_scorer(self.spec, self.source)
         quality = {name: model.quality for name, model in self.spec.models.items()}
-        self.scorer = load_scorer(self.spec.gate.scorer, quality, self.source)
+        gate = self.spec.gate
+        self.scorer = load_scorer(gate.scorer, quality, self.source, described_models(self.spec), gate.describe_weight)
         self.breaker = CircuitBreaker(self.spec.circuit.failures, self.spec.circuit.cooldown_s)
         self.cache = ScoreCache(self.spec.gate.cache) if self.spec.gate.cache else None
         learn = self.spec.gate.learn

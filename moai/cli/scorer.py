@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ def bench_routing(args: argparse.Namespace) -> int:
             f"loaded {len(data)} queries x {len(data.models)} models in {load_s:.1f}s: "
             f"{len(train_rows)} train, {len(test_rows)} test",
         )
+        methods, descriptions = _zero_shot(args, data.models, quiet)
         encoder = _encoder(args.encoder, args.truncate)
         emb, encode_s = _encode(encoder, data, quiet)
         _say(quiet, f"embeddings ready in {encode_s:.1f}s ({encoder.name})")
@@ -61,6 +63,7 @@ def bench_routing(args: argparse.Namespace) -> int:
             "train_files": [str(p) for p in args.train],
             "test_files": [str(p) for p in args.test],
             "encoder": encoder.name,
+            **({"descriptions": str(args.descriptions)} if "descriptions" in methods else {}),
             "load_s": round(load_s, 2),
             "encode_s": round(encode_s, 2),
         }
@@ -73,11 +76,13 @@ def bench_routing(args: argparse.Namespace) -> int:
             data.subset(test_rows),
             emb[train_rows],
             emb[test_rows],
-            methods=args.methods,
+            methods=methods,
             seed=args.seed,
             progress=not quiet,
             setup=setup,
             on_method=done,
+            descriptions=descriptions,
+            encoder=encoder,
         )
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -94,6 +99,31 @@ def bench_routing(args: argparse.Namespace) -> int:
         plot_report(report, args.plot, title=f"{names}: {len(test_rows)} test queries, seed {args.seed}")
         print(f"plot: {args.plot}")
     return 0
+
+
+def _zero_shot(args: argparse.Namespace, models: Sequence[str], quiet: bool) -> tuple[list[str], Any]:
+    """Return the methods to run and the descriptions of the zero-shot method (None when it does not run).
+
+    By default 'descriptions' runs only where the descriptions file describes every model of the data;
+    named with `--methods`, a model it lacks is an error.
+    """
+    from moai.scorer.benchmark.evaluate import ROUTERDC_DESCRIPTIONS
+    from moai.scorer.predictors.descriptions import read_descriptions
+    from moai.scorer.predictors.registry import METHODS
+
+    methods = list(args.methods or METHODS)
+    if "descriptions" not in methods:
+        return methods, None
+    if args.descriptions is None:
+        args.descriptions = str(ROUTERDC_DESCRIPTIONS)
+    descriptions = read_descriptions(args.descriptions)
+    if missing := [m for m in models if m not in descriptions]:
+        if args.methods:
+            raise ValueError(f"{args.descriptions} describes no {', '.join(missing)} (method 'descriptions')")
+        _say(quiet, f"descriptions skipped: {args.descriptions} does not describe {', '.join(missing)}")
+        methods.remove("descriptions")
+        return methods, None
+    return methods, descriptions
 
 
 def _held_out(predictor: Any, test: Any, test_emb: Any, train_costs: Any) -> dict[str, Any]:
@@ -301,10 +331,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--methods",
         nargs="+",
         choices=(*METHODS, "online"),
-        default=list(METHODS),
+        default=None,
         metavar="METHOD",
-        help=f"methods to run (default all: {', '.join(METHODS)}); 'online' also replays the test queries "
-        "through the gate's bandit from no data (gate.learn's defaults), learning as it goes",
+        help=f"methods to run (default all: {', '.join(METHODS)}; 'descriptions' where --descriptions "
+        "describes every model); 'online' also replays the test queries through the gate's bandit from no "
+        "data (gate.learn's defaults), learning as it goes",
+    )
+    p.add_argument(
+        "--descriptions",
+        metavar="FILE",
+        help="what each model declares, for the zero-shot method 'descriptions' (YAML: models: {name: "
+        "{description, examples, avoid, quality}}; default: the RouterDC pool's, written from the model cards)",
     )
     _common(p)
     p.set_defaults(func=bench_routing)

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,10 +41,15 @@ from moai.scorer.objective import ALPHAS, aiq, model_costs, route
 from moai.scorer.predictors.base import FloatArray, ScorePredictor, validation_rows
 from moai.scorer.predictors.registry import make
 
+if TYPE_CHECKING:
+    from moai.scorer.encoders import TextEncoder
+    from moai.scorer.predictors.descriptions import Description
+
 __all__ = [
     "METHOD_KEYS",
     "OPERATING_FRACTION",
     "REPORT_KEYS",
+    "ROUTERDC_DESCRIPTIONS",
     "best_single",
     "format_table",
     "method_report",
@@ -52,6 +58,9 @@ __all__ = [
     "run_benchmark",
     "topk_metrics",
 ]
+
+ROUTERDC_DESCRIPTIONS = Path(__file__).parent / "routerdc_descriptions.yaml"
+"""The RouterDC pool's descriptions, written from the models' public cards (the zero-shot method's default)."""
 
 OPERATING_FRACTION = 0.2
 """Share of the training queries held out to choose a method's operating point (its alpha) on validation."""
@@ -271,6 +280,8 @@ def run_benchmark(
     progress: bool = False,
     setup: dict[str, Any] | None = None,
     on_method: Callable[[str, ScorePredictor], None] | None = None,
+    descriptions: Mapping[str, Description] | None = None,
+    encoder: TextEncoder | None = None,
 ) -> dict[str, Any]:
     """Train every method on `train`, route `test`, and return the report (keys: `REPORT_KEYS`).
 
@@ -284,6 +295,9 @@ def run_benchmark(
         progress: Show progress bars while training.
         setup: Extra facts for the report's `setup` (files, encoder, timings).
         on_method: Called with each fitted predictor (e.g. to print progress).
+        descriptions: What each model declares, for the zero-shot method 'descriptions' (which reads no
+            training score: its `fit` only fixes the column order).
+        encoder: The encoder of the embeddings, with which 'descriptions' embeds the declared texts.
     """
     if train.models != test.models:
         raise ValueError("train and test must have the same model columns")
@@ -334,7 +348,7 @@ def run_benchmark(
                 test, test_embeddings, train_costs, reference, ceiling, single_costs, seed
             )
             continue
-        predictor = make(name)
+        predictor = make(name, descriptions=descriptions, encoder=encoder) if name == "descriptions" else make(name)
         start = time.perf_counter()
         predictor.fit(
             train_embeddings, train.scores, train.models, seed, tasks=train.tasks, costs=train.costs, progress=progress

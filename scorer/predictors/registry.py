@@ -6,13 +6,15 @@ from typing import Any
 
 from moai.scorer.predictors.base import ScorePredictor
 
-__all__ = ["BASELINES", "LEARNED", "METHODS", "make", "predictor_class"]
+__all__ = ["BASELINES", "LEARNED", "METHODS", "ZERO_SHOT", "make", "predictor_class"]
 
 LEARNED = ("routoo", "routemoa", "knn", "mf", "blend")
 """Methods that learn from routing data (and can be saved and grown with `add_model`)."""
 BASELINES = ("best_single", "per_task", "random")
 """Reference methods the benchmark runs beside the learned ones (the oracle is reported on its own)."""
-METHODS = LEARNED + BASELINES
+ZERO_SHOT = ("descriptions",)
+"""Methods that use no routing data: they score from what each model declares (its description and examples)."""
+METHODS = LEARNED + BASELINES + ZERO_SHOT
 
 
 def predictor_class(method: str) -> type[ScorePredictor]:
@@ -41,6 +43,10 @@ def predictor_class(method: str) -> type[ScorePredictor]:
         from moai.scorer.predictors.blend import BlendPredictor
 
         return BlendPredictor
+    if method == "descriptions":
+        from moai.scorer.predictors.descriptions import DescriptionScorer
+
+        return DescriptionScorer
     from moai.scorer.predictors import baselines
 
     classes: dict[str, type[ScorePredictor]] = {

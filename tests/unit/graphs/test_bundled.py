@@ -53,6 +53,11 @@ CASES: dict[str, tuple[dict[str, list[str]], list[str], str]] = {
         ["gate", "draft[smol]", "critique:again", "revise[smol]", "critique:stop", "aggregate:last"],
         "second",
     ),
+    "first_pool": (  # scripted models score by the declared priors: general (0.5) answers
+        {"general": ["Paris."]},
+        ["gate", "answer[general]", "aggregate:best"],
+        "Paris.",
+    ),
     "panel": (
         {"smol": ["legal view", "both views"], "gemma": ["ethical view"]},
         ["gate", "analyses[smol/legal]", "analyses[gemma/ethics]", "aggregate:synthesize"],

@@ -117,3 +117,41 @@ def test_bench_routing_replays_online_and_plots_it(fake: FakeEncoder, tmp_path: 
     assert first["online"]["curve"][-1]["n"] == 30
     pytest.importorskip("matplotlib")
     assert run([*argv, "online", "--out", str(outs[0]), "--plot", str(tmp_path / "c.png")]) == 0
+
+
+def write_descriptions(path: Path, models: dict[str, str]) -> Path:
+    body = "".join(f"  {name}:\n    description: {text}\n    examples: [{text}]\n" for name, text in models.items())
+    path.write_text(f"models:\n{body}", encoding="utf-8")
+    return path
+
+
+def test_bench_routing_runs_the_zero_shot_method_from_a_descriptions_file(
+    fake: FakeEncoder, tmp_path: Path, capsys: Any
+) -> None:
+    data = write_lines(tmp_path / "routing.jsonl.gz", routing_lines(90))
+    described = {"cheap": "sum integer divide algebra", "pricey": "king war empire century", "meh": "weather"}
+    file = write_descriptions(tmp_path / "d.yaml", described)
+    out = tmp_path / "report.json"
+    argv = ["bench", "routing", "--train", str(data), "--test", str(data), "--out", str(out), "--quiet"]
+    assert run([*argv, "--methods", "descriptions", "best_single", "--descriptions", str(file)]) == 0
+    report = json.loads(out.read_text())
+    assert list(report["methods"]) == ["descriptions", "best_single"]
+    assert report["setup"]["descriptions"] == str(file)
+    # No training score is read: the words of each topic route it to the model right on it.
+    assert report["methods"]["descriptions"]["quality"] == 1.0
+    assert report["methods"]["descriptions"]["validated"] is None
+
+
+def test_bench_routing_names_the_models_a_descriptions_file_lacks(
+    fake: FakeEncoder, tmp_path: Path, capsys: Any
+) -> None:
+    data = write_lines(tmp_path / "routing.jsonl.gz", routing_lines(90))
+    file = write_descriptions(tmp_path / "d.yaml", {"cheap": "sum"})
+    out = tmp_path / "report.json"
+    argv = ["bench", "routing", "--train", str(data), "--test", str(data), "--out", str(out), "--quiet"]
+    assert run([*argv, "--methods", "descriptions", "--descriptions", str(file)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {file} describes no pricey, meh (method 'descriptions')"
+    # Unnamed, the method is left out where the file (by default the shipped RouterDC one) lacks a model.
+    default = argparse.Namespace(methods=None, descriptions=None)
+    methods, descriptions = moai.cli.scorer._zero_shot(default, ["cheap", "pricey"], quiet=True)
+    assert "descriptions" not in methods and "knn" in methods and descriptions is None
