@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -11,11 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
+from moai.cli import main
 from moai.errors import MixError
 from moai.mix_instructions import bundled_mixes
 from moai.providers.fake import ScriptedChatModel
 from moai.serve import create_app
+from moai.serve.app import app_from_env
 from moai.usage import UsageStore, monitor_for
 
 ECHO = """
@@ -332,3 +336,36 @@ async def test_a_client_that_leaves_mid_stream_cancels_its_run(mixes: Path, monk
     assert run["status"] == "error"
     text = (await httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m").get("/metrics")).text
     assert 'moai_errors_total{mix="panel",code="client_disconnected"} 1' in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--port", "70000"], "--port"),
+        (["--workers", "0"], "--workers"),
+        (["--mixes", "/no/such/folder"], "not a folder"),
+        (["--port", "eighty"], "invalid int value"),
+    ],
+)
+def test_serve_refuses_a_wrong_flag_with_exit_2(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with contextlib.suppress(SystemExit):  # argparse's own refusals exit 2 by SystemExit
+        assert main(["serve", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_serve_starts_uvicorn_on_the_apps_factory(mixes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: started.update(kwargs, app=app))
+    monkeypatch.delenv("MOAI_SERVE_MIXES", raising=False)
+    assert main(["serve", "--port", "8123", "--mixes", str(mixes), "--workers", "2"]) == 0
+    assert started == {
+        "app": "moai.serve.app:app_from_env",
+        "factory": True,
+        "host": "127.0.0.1",
+        "port": 8123,
+        "workers": 2,
+    }
+    assert os.environ["MOAI_SERVE_MIXES"] == os.path.abspath(mixes)
+    assert "echo" in app_from_env().state.catalog.names()
