@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -45,6 +45,7 @@ MIX_SUFFIXES = (".yaml", ".yml", ".json")
 
 _log = logging.getLogger("moai.serve")
 _B = TypeVar("_B", bound=BaseModel)
+_T = TypeVar("_T")
 
 
 class Catalog:
@@ -287,7 +288,7 @@ def _invalid(errors: Sequence[Mapping[str, Any]]) -> ApiError:
     return ApiError(400, message + more, param=where or None, code="invalid_value")
 
 
-async def _answer(call: Any) -> AIMessage:
+async def _answer(call: Awaitable[_T]) -> _T:
     """Await a mix's answer; a run no model answered is a 502 that lists the attempts."""
     try:
         return await call
@@ -384,6 +385,8 @@ async def _stream(
 
     try:
         first = await _answer(next_piece())
+        if first is None:  # a run always ends with a chunk that carries its usage
+            raise ApiError(502, "the mix ended without an answer", code="no_model_answered")
     except BaseException:
         await _stop(pump)
         raise
@@ -403,7 +406,9 @@ async def _stream(
         )
 
     async def events() -> AsyncIterator[str]:
-        status, code = 499, "client_disconnected"  # until the stream ends one way or another
+        # Until the stream ends one way or another, the client is taken to have gone.
+        status: int = 499
+        code: str | None = "client_disconnected"
         try:
             yield chunk({"role": "assistant", "content": ""})
             piece: AIMessageChunk | None = first

@@ -216,7 +216,10 @@ async def test_a_malformed_request_is_a_400_naming_the_field(
     assert error["param"] == param or (param == "temperature" and error["code"] == "invalid_json")
 
 
-@pytest.mark.parametrize("text", ["{", "[1, 2]", '"text"', "\xff", '{"model": NaN}', "[" * 50_000])
+NOT_FINITE = '{"model": "echo", "messages": [{"role": "user", "content": "Hi"}], "temperature": 1e999}'
+
+
+@pytest.mark.parametrize("text", ["{", "[1, 2]", '"text"', "\xff", '{"model": NaN}', "[" * 50_000, NOT_FINITE])
 async def test_a_body_that_is_not_a_json_object_is_a_400(client: httpx.AsyncClient, text: str) -> None:
     reply = await client.post("/v1/chat/completions", content=text.encode("utf-8", "surrogateescape"))
     assert reply.status_code == 400 and "error" in reply.json()
