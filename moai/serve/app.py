@@ -4,6 +4,14 @@ Each mix (bundled, or a file in the `--mixes` folder) is served under its name a
 messages become the mix's input exactly as for `MixtureChatModel` (the last user message is the query,
 the turns before it the history, system texts before the query); `user` is the run's user (A/B arms by
 user, the usage rows). The server keeps no state of its own: usage and feedback go to the usage store.
+
+A request's `temperature`, `top_p`, `max_tokens` and `max_completion_tokens` are validated (a bounded,
+finite number) and then not applied: every model of a mix keeps the settings its mix file gives it, since
+one value pressed on proposers, judges and aggregator alike would change what the mix is. What a mix
+cannot do yet (`tools`, `response_format`, `n` > 1) is refused by name (see `schemas.unsupported`).
+
+A streamed reply sends `x-moai-run-id` in its headers; the models, cost and path are known only at its
+end, so they come in the last chunk's `moai` field (a field OpenAI's clients keep and ignore).
 """
 
 from __future__ import annotations
