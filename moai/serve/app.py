@@ -205,6 +205,9 @@ def create_app(
         except ApiError as err:
             metrics.request(mix, err.status, time.perf_counter() - started, err.code)
             raise
+        except Exception:  # answered by the app's handler as a 500, without the details
+            metrics.request(mix, 500, time.perf_counter() - started, "internal_error")
+            raise
         meta = reply.response_metadata
         metrics.run(mix, meta)
         metrics.request(mix, 200, time.perf_counter() - started)

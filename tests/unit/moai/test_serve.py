@@ -14,6 +14,7 @@ import httpx
 import pytest
 import uvicorn
 
+from moai.chat_model import MixtureChatModel
 from moai.cli import main
 from moai.errors import MixError
 from moai.mix_instructions import bundled_mixes
@@ -372,3 +373,22 @@ def test_serve_starts_uvicorn_on_the_apps_factory(mixes: Path, monkeypatch: pyte
     }
     assert os.environ["MOAI_SERVE_MIXES"] == os.path.abspath(mixes)
     assert "echo" in app_from_env().state.catalog.names()
+
+
+async def test_an_unexpected_error_is_a_500_without_its_details(mixes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret detail of a bug")
+
+    monkeypatch.setattr(MixtureChatModel, "ainvoke", broken)
+    app = create_app(mixes)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://moai") as client:
+        reply = await client.post("/v1/chat/completions", json={"model": "echo", "messages": USER})
+        assert reply.status_code == 500 and "secret" not in reply.text
+        assert reply.json()["error"] == {
+            "message": "internal error: RuntimeError",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+        assert 'moai_errors_total{mix="echo",code="internal_error"} 1' in (await client.get("/metrics")).text
