@@ -53,6 +53,7 @@ class Metrics:
         "moai_cost_usd_total": ("counter", "US dollars spent on model calls, by mix and model."),
         "moai_model_calls_total": ("counter", "Model calls, by mix, model and status."),
         "moai_gate_selected_total": ("counter", "Times the gate selected a model, by mix and model."),
+        "moai_gate_cache_hits_total": ("counter", "Runs whose gate took its scores from the routing cache, by mix."),
         "moai_request_duration_seconds": ("histogram", "Time to answer a request, by mix."),
         "moai_model_latency_seconds": ("histogram", "Latency of each model call, by mix and model."),
     }
@@ -71,7 +72,7 @@ class Metrics:
             self._histograms["moai_request_duration_seconds"][(("mix", mix),)].observe(seconds)
 
     def run(self, mix: str, metadata: Mapping[str, Any]) -> None:
-        """Count what a run did: its model calls (tokens, cost, latency) and the gate's choices."""
+        """Count what a run did: its model calls (tokens, cost, latency), the gate's choices and cache hits."""
         with self._lock:
             for call in metadata.get("calls", []):
                 model = (("mix", mix), ("model", str(call["model"])))
@@ -83,6 +84,8 @@ class Metrics:
                 self._histograms["moai_model_latency_seconds"][model].observe(call["latency_s"])
             for name in metadata.get("selected", []):
                 self._counters["moai_gate_selected_total"][(("mix", mix), ("model", str(name)))] += 1
+            if metadata.get("cache_hit"):
+                self._counters["moai_gate_cache_hits_total"][(("mix", mix),)] += 1
 
     def render(self) -> str:
         """Return every metric in Prometheus' text exposition format."""

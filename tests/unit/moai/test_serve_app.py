@@ -21,6 +21,7 @@ from moai.mix_instructions import bundled_mixes
 from moai.providers.fake import ScriptedChatModel
 from moai.serve import create_app
 from moai.serve.app import app_from_env
+from moai.serve.metrics import Metrics
 from moai.usage import UsageStore, monitor_for
 
 ECHO = """
@@ -392,3 +393,12 @@ async def test_an_unexpected_error_is_a_500_without_its_details(mixes: Path, mon
             "code": "internal_error",
         }
         assert 'moai_errors_total{mix="echo",code="internal_error"} 1' in (await client.get("/metrics")).text
+
+
+def test_metrics_count_the_gates_cache_hits_and_escape_labels() -> None:
+    metrics = Metrics()
+    metrics.run('mix "x"\n', {"calls": [], "selected": ["m"], "cache_hit": True})
+    metrics.run('mix "x"\n', {"calls": [], "selected": ["m"], "cache_hit": False})
+    text = metrics.render()
+    assert 'moai_gate_cache_hits_total{mix="mix \\"x\\"\\n"} 1' in text
+    assert 'moai_gate_selected_total{mix="mix \\"x\\"\\n",model="m"} 2' in text
