@@ -95,7 +95,8 @@ class MixtureChatModel(BaseChatModel):
 
     The reply's `usage_metadata` sums the tokens of every model call of the run; its
     `response_metadata` holds `mix`, `model_name`, `run_id` (for `moai.usage.record_feedback`),
-    `thread_id`, `models_used`, the gate's `selected` and `scores`, `cost_usd`, `trace` and `calls`.
+    `thread_id`, `models_used`, the gate's `selected`, `scores` and `cache_hit`, `cost_usd`, `trace` and
+    `calls`.
     A run's id is LangChain's run id, so LangSmith traces and the usage rows share it; a
     `configurable.thread_id` (and `user_id`) in the config is recorded with the run.
 
@@ -466,6 +467,7 @@ class _Outcome:
             "models_used": list(final["models_used"]),
             "selected": list(gate.get("selected", [])),
             "scores": dict(gate.get("scores", {})),
+            "cache_hit": bool(gate.get("cache_hit", False)),
             "cost_usd": sum(c["cost_usd"] for c in calls),
             "trace": list(final["trace"]),
             "calls": [dict(c) for c in calls],

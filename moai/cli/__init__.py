@@ -1,4 +1,4 @@
-"""The `moai` command: validate, run, draw, list and describe mixes.
+"""The `moai` command: validate, run, serve, draw, list and describe mixes.
 
 Exit codes: 0 ok, 1 the run failed (every route of the mix failed), 2 bad input (a one-line reason).
 """
@@ -223,6 +223,19 @@ def _dataset_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port: {args.port} is not a port: give 0 to 65535", file=sys.stderr)
+        return 2
+    if not 1 <= args.workers <= 64:
+        print(f"error: --workers: {args.workers} is out of range: give 1 to 64", file=sys.stderr)
+        return 2
+    from moai.serve import serve
+
+    serve(args.host, args.port, args.mixes, args.workers)
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line like every other bad input (its subcommands inherit this class)."""
 
@@ -271,6 +284,12 @@ def _parser() -> argparse.ArgumentParser:
     from moai.cli.usage import add_parsers as add_usage_parsers
 
     add_usage_parsers(sub)  # `moai usage report|export` and `moai feedback`
+    p = sub.add_parser("serve", help="serve the mixes over an OpenAI-compatible HTTP API")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.add_argument("--mixes", default=None, metavar="DIR", help="a folder of mix files served besides the bundled ones")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.set_defaults(func=_serve)
     p = sub.add_parser("list", help="list the bundled mixes")
     p.set_defaults(func=_list)
     p = sub.add_parser("schema", help="print the JSON Schema of mix files")

@@ -1,0 +1,105 @@
+"""The request and response bodies of the server, mirroring OpenAI's chat completion shapes.
+
+The request models accept the fields OpenAI's clients send and ignore the sampling knobs a mix does not
+take per request (`top_p`, `seed`, `stop`, penalties...). What a mix cannot do yet (`tools`,
+`response_format` other than text, `n` > 1) is refused by name in `unsupported`, never ignored: a client
+that asked for a tool call or JSON must not get prose back as if it had been honoured.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+__all__ = [
+    "MAX_MESSAGES",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "FeedbackRequest",
+    "StreamOptions",
+    "TextPart",
+    "unsupported",
+]
+
+MAX_MESSAGES = 512
+"""The most messages one request may carry."""
+MAX_TOKENS = 1_000_000
+"""The largest `max_tokens` accepted (a mix's models keep their own limits: see the README)."""
+
+
+class _Body(BaseModel):
+    # Unknown fields are allowed (clients send defaults of their own); NaN and infinities never are.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+
+class TextPart(_Body):
+    """A part of a message's content; only text parts are supported."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Body):
+    """One message of the conversation."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+    tool_calls: list[Any] | None = None
+
+    def text(self) -> str:
+        """Return the message's text, its parts joined."""
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class StreamOptions(_Body):
+    """What a stream carries besides the answer."""
+
+    include_usage: StrictBool = False
+
+
+class ChatCompletionRequest(_Body):
+    """`POST /v1/chat/completions`."""
+
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    n: int | None = Field(default=None, ge=1, le=128)
+    user: str | None = Field(default=None, max_length=256)
+
+
+class FeedbackRequest(_Body):
+    """`POST /v1/feedback`: a user's score of a run's answer."""
+
+    run_id: str = Field(min_length=1, max_length=200)
+    score: float = Field(ge=0.0, le=1.0)
+    comment: str | None = Field(default=None, max_length=10_000)
+
+
+def unsupported(request: ChatCompletionRequest) -> tuple[str, str] | None:
+    """Return the field of a request a mix cannot honour yet, and why; None if there is none."""
+    extra = request.model_extra or {}
+    for field in ("tools", "tool_choice", "functions", "function_call", "parallel_tool_calls"):
+        if extra.get(field) is not None:
+            return field, f"'{field}' is not supported yet: a mix answers in text, it cannot call tools"
+    response_format = extra.get("response_format")
+    if response_format is not None and not (
+        isinstance(response_format, dict) and response_format.get("type") == "text"
+    ):
+        return "response_format", "'response_format' is not supported yet: a mix answers in text (only type 'text')"
+    if request.n not in (None, 1):
+        return "n", "'n' must be 1: a mix gives one answer per request"
+    if extra.get("logprobs"):
+        return "logprobs", "'logprobs' is not supported: a mix's answer has no single model's log probabilities"
+    for i, message in enumerate(request.messages):
+        if message.role == "tool" or message.tool_calls:
+            return f"messages.{i}", "tool calls and tool results in the conversation are not supported yet"
+    return None
