@@ -15,23 +15,23 @@ Target: p50 < 1 ms per query (issue 12). Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# The gate benchmark's helpers: `python bench/gate_descriptions.py` runs with bench/ on the path.
+from gate import TimedEncoder, mmlu_questions
 
 from moai.api import mix_runtime
 from moai.mix_instructions.load import parse_spec
 from moai.nodes.gate import decide
 
 ROOT = Path(__file__).resolve().parent.parent
-QA_DIR = Path(os.environ.get("MOAI_QA_DIR", ROOT.parent / "shared" / "data" / "qa"))
 TARGET_P50_MS = 1.0
 
 TOPICS = {
@@ -46,36 +46,6 @@ TOPICS = {
     "writer": ("Creative writing, poems, stories and letters", "Write a short poem about the sea"),
     "chat": ("Friendly conversation, advice and everyday questions", "Hi! How are you today?"),
 }
-
-
-class TimedEncoder:
-    """Wraps an encoder and adds up the seconds spent in `encode`."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.seconds = 0.0
-
-    @property
-    def name(self) -> str:
-        return str(self.inner.name)
-
-    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        start = time.perf_counter()
-        try:
-            return np.asarray(self.inner.encode(texts, progress=progress))
-        finally:
-            self.seconds += time.perf_counter() - start
-
-
-def mmlu_questions() -> list[str]:
-    """Return every MMLU test question, in a fixed order."""
-    out: list[str] = []
-    for path in sorted((QA_DIR / "mmlu" / "test").glob("*.csv")):
-        with path.open(encoding="utf-8", newline="") as f:
-            out.extend(row["question"] for row in csv.DictReader(f) if row["question"].strip())
-    if not out:
-        raise SystemExit(f"no MMLU questions under {QA_DIR / 'mmlu' / 'test'}")
-    return out
 
 
 def pool_spec() -> dict[str, Any]:
