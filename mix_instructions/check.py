@@ -48,6 +48,8 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
                 fail(f"models.{name}.fallbacks.{i}", f"'{fallback}' is listed twice: each fallback is tried once")
         if model.replies and model.provider != "fake":
             fail(f"models.{name}.replies", "only provider 'fake' takes scripted replies")
+        if model.delay_s and model.provider != "fake":
+            fail(f"models.{name}.delay_s", "only provider 'fake' takes a scripted delay")
 
     gate = spec.gate
     candidates = gate.candidates if gate.candidates is not None else pool

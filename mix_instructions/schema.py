@@ -234,6 +234,13 @@ class ModelSpec(_Strict):
         f"at most {MAX_EXAMPLES}, each at most {MAX_DESCRIPTION_LENGTH} characters).",
     )
     replies: list[str] = Field(default_factory=list, description="provider 'fake' only: the replies it gives, in turn.")
+    delay_s: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_TIMEOUT_S,
+        description="provider 'fake' only: seconds each reply takes, a scripted latency for tests and benchmarks "
+        f"(at most {MAX_TIMEOUT_S:g}).",
+    )
 
 
 class Objective(_Strict):

@@ -48,7 +48,9 @@ def _local(name: str, spec: ModelSpec) -> BaseChatModel:
 def _fake(name: str, spec: ModelSpec) -> BaseChatModel:
     from moai.providers.fake import ScriptedChatModel
 
-    return ScriptedChatModel(replies=spec.replies or [f"{name}: {{query}}"], max_tokens=spec.max_tokens)
+    return ScriptedChatModel(
+        replies=spec.replies or [f"{name}: {{query}}"], max_tokens=spec.max_tokens, delay_s=spec.delay_s
+    )
 
 
 PROVIDERS: dict[str, Callable[[str, ModelSpec], BaseChatModel]] = {
