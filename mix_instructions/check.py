@@ -48,6 +48,10 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
                 fail(f"models.{name}.fallbacks.{i}", f"'{fallback}' is listed twice: each fallback is tried once")
         if model.replies and model.provider != "fake":
             fail(f"models.{name}.replies", "only provider 'fake' takes scripted replies")
+        if model.responses is not None and model.provider != "replay":
+            fail(f"models.{name}.responses", "only provider 'replay' takes a responses file")
+        if model.provider == "replay" and model.responses is None:
+            fail(f"models.{name}.responses", "provider 'replay' needs the responses file whose answers it gives")
 
     gate = spec.gate
     candidates = gate.candidates if gate.candidates is not None else pool
