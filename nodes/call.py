@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage
 
+from moai.errors import NoRecordedAnswer
 from moai.mix_instructions.schema import ModelSpec
 from moai.nodes.prompts import query_of
 from moai.nodes.runtime import MixRuntime, transient_errors
@@ -37,7 +38,7 @@ def worst_case_cost(mix: MixRuntime, name: str, messages: list[BaseMessage]) -> 
     and the bound covers it, so a budget holds on a replay as it does live.
     """
     spec = mix.spec.models[name]
-    bound = call_cost(spec, _prompt_tokens_bound(messages), spec.max_tokens)
+    bound: float = call_cost(spec, _prompt_tokens_bound(messages), spec.max_tokens)
     if spec.provider == "replay" and spec.responses is not None:
         query = query_of(messages)
         index = responses_index(resolve_responses(spec.responses, mix.source))
@@ -126,7 +127,8 @@ async def call_model(
         try:
             reply = await mix.ainvoke(candidate, messages)
         except Exception as err:
-            mix.breaker.record(candidate, ok=False)
+            if not isinstance(err, NoRecordedAnswer):  # a replay's gap says nothing of the model's health
+                mix.breaker.record(candidate, ok=False)
             reason = f"timed out after {spec.timeout_s:g}s" if isinstance(err, TimeoutError) else str(err)
             tries = f" ({spec.retries + 1} attempts)" if spec.retries and isinstance(err, transient_errors()) else ""
             error = f"{type(err).__name__}: {reason}{tries}"

@@ -5,7 +5,8 @@ the responses file, then, stripped, among its ids (so `moai run MIX "gsm8k-12"` 
 System messages and earlier turns are not part of the match: a proposer's instructions or a request
 for a stated confidence change nothing. A message that wraps the query (a judge's grading prompt, an
 aggregator's or a later layer's prompt with the answers of others) has no recorded answer: that call
-fails with `NoRecordedAnswer`, so the model's fallbacks apply, as for any failed call.
+fails with `moai.errors.NoRecordedAnswer`, so the model's fallbacks apply, as for any failed call;
+its circuit breaker does not count it (the model is not down).
 """
 
 from __future__ import annotations
@@ -19,14 +20,11 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult
 
+from moai.errors import NoRecordedAnswer
 from moai.nodes.prompts import query_of
 from moai.scorer.data.responses import Recorded, responses_index
 
-__all__ = ["NoRecordedAnswer", "ReplayChatModel"]
-
-
-class NoRecordedAnswer(LookupError):
-    """The responses file holds no answer of the model to this query."""
+__all__ = ["ReplayChatModel"]
 
 
 class ReplayChatModel(BaseChatModel):
