@@ -12,6 +12,7 @@ import yaml
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from moai import load_mix
+from moai.cli import main
 from moai.errors import MixError, MixRunError
 from moai.mix_instructions import load_spec
 from moai.mix_instructions.load import parse_spec
@@ -215,3 +216,11 @@ def test_a_file_is_read_once_and_read_again_when_it_changes(tmp_path: Path) -> N
     _write(path, LINES[:1], gz=False)
     again = responses.responses_index(path)
     assert again is not first and again.models == ["cheap-m"]
+
+
+def test_validate_and_run_exit_2_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _mix(tmp_path, cheap_model="gpt-9")
+    for command in (["validate", str(path)], ["run", str(path), "q1"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {path}: models.cheap.model: 'gpt-9' has no answers in answers.jsonl.gz")
