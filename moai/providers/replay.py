@@ -1,12 +1,14 @@
 """The `replay` provider: a model answers with what it was recorded answering, at the recorded cost.
 
-The query is the text of the last human message (whitespace collapsed), looked up among the prompts of
-the responses file, then, stripped, among its ids (so `moai run MIX "gsm8k-12"` replays query gsm8k-12).
-System messages and earlier turns are not part of the match: a proposer's instructions or a request
-for a stated confidence change nothing. A message that wraps the query (a judge's grading prompt, an
-aggregator's or a later layer's prompt with the answers of others) has no recorded answer: that call
-fails with `moai.errors.NoRecordedAnswer`, so the model's fallbacks apply, as for any failed call;
-its circuit breaker does not count it (the model is not down).
+The query is what `moai.nodes.prompts.query_of` finds in the messages: the last human message, less the
+earlier answers, draft or critique that a later layer, an escalation or an aggregator is shown before it.
+It is looked up, whitespace collapsed, among the prompts of the responses file, then, stripped, among its
+ids (so `moai run MIX gsm8k-12` replays query gsm8k-12). System messages, earlier turns and the material
+before the query change nothing: the reply is the model's recorded answer to the query alone (an
+aggregator replays its own answer, not a synthesis). A judge's grading prompt, or a query the file does
+not hold for the model, has no recorded answer: that call fails with `moai.errors.NoRecordedAnswer`, so
+the model's fallbacks apply, as for any failed call; its circuit breaker does not count it (the model is
+not down).
 """
 
 from __future__ import annotations
