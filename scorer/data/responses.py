@@ -1,7 +1,8 @@
 """Recorded responses: who answered what, with the answer itself, indexed for replay.
 
 A responses file is the uniform routing JSONL (gzip or plain) plus one field, ``response``: the model's
-answer text. ``cost`` is the US dollars that answer cost; tokens are read from ``tokens_in`` and
+answer text. ``cost`` is the US dollars that answer cost (null: 0); ``score`` its graded quality (may be
+null, as in a team's own recorded traffic); tokens are read from ``tokens_in`` and
 ``tokens_out`` where a line has them, else estimated as characters / 4 (and marked so).
 
 An index is built once per process for each file (keyed by its resolved path, size and modification
@@ -61,6 +62,9 @@ class Recorded:
 
     id: str
     response: str
+    score: float | None
+    """Quality of the answer in [0, 1] as the file grades it (None where it has none): what a benchmark
+    of a replayed mix scores its final answer by."""
     cost_usd: float
     tokens_in: int
     tokens_out: int
@@ -121,6 +125,9 @@ def _parse(line: bytes, where: str) -> tuple[str, str, Recorded]:
     cost = record["cost"]
     if cost is not None and (not _number(cost) or cost < 0):
         raise ValueError(f"{where}: 'cost' must be a non-negative number or null, got {cost!r}")
+    score = record.get("score")
+    if score is not None and (not _number(score) or not 0.0 <= score <= 1.0):
+        raise ValueError(f"{where}: 'score' must be a number in [0, 1] or null, got {score!r}")
     tokens_in, tokens_out = _tokens(record, "tokens_in"), _tokens(record, "tokens_out")
     estimated = tokens_in is None or tokens_out is None
     return (
@@ -129,6 +136,7 @@ def _parse(line: bytes, where: str) -> tuple[str, str, Recorded]:
         Recorded(
             id=record["id"],
             response=record["response"],
+            score=None if score is None else float(score),
             cost_usd=float(cost or 0.0),
             tokens_in=tokens_in if tokens_in is not None else math.ceil(len(record["prompt"]) / CHARS_PER_TOKEN),
             tokens_out=tokens_out if tokens_out is not None else math.ceil(len(record["response"]) / CHARS_PER_TOKEN),

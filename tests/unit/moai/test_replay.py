@@ -212,6 +212,8 @@ def test_a_malformed_or_oversized_file_is_refused_naming_file_and_line(
 def test_a_file_is_read_once_and_read_again_when_it_changes(tmp_path: Path) -> None:
     path = _write(tmp_path / "a.jsonl", gz=False)
     first = responses.responses_index(path)
+    found = first.find("strong-m", "q2")
+    assert found is not None and (found.response, found.score, found.cost_usd) == ("Blue.", 1.0, 0.03)
     assert responses.responses_index(tmp_path / "." / "a.jsonl") is first
     _write(path, LINES[:1], gz=False)
     again = responses.responses_index(path)
