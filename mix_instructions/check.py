@@ -50,6 +50,10 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
             fail(f"models.{name}.replies", "only provider 'fake' takes scripted replies")
         if model.delay_s and model.provider != "fake":
             fail(f"models.{name}.delay_s", "only provider 'fake' takes a scripted delay")
+        if model.responses is not None and model.provider != "replay":
+            fail(f"models.{name}.responses", "only provider 'replay' takes a responses file")
+        if model.provider == "replay" and model.responses is None:
+            fail(f"models.{name}.responses", "provider 'replay' needs the responses file whose answers it gives")
 
     gate = spec.gate
     candidates = gate.candidates if gate.candidates is not None else pool

@@ -149,9 +149,10 @@ class Price(_Strict):
 class ModelSpec(_Strict):
     """One model of the pool: where it runs, what it costs, and how far a query may travel to it."""
 
-    provider: Literal["local", "openai", "fake"] = Field(
+    provider: Literal["local", "openai", "fake", "replay"] = Field(
         description="Backend: 'local' (embedded, no key, no network), 'openai' (any OpenAI-compatible "
-        "endpoint), 'fake' (scripted replies, for tests)."
+        "endpoint), 'fake' (scripted replies, for tests), 'replay' (the answers `model` gave, recorded in "
+        "a responses file)."
     )
     model: str = Field(
         min_length=1, description="Model id at the provider, e.g. 'smollm2-135m-instruct' or 'gpt-4o-mini'."
@@ -240,6 +241,13 @@ class ModelSpec(_Strict):
         le=MAX_TIMEOUT_S,
         description="provider 'fake' only: seconds each reply takes, a scripted latency for tests and benchmarks "
         f"(at most {MAX_TIMEOUT_S:g}).",
+    )
+    responses: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="provider 'replay' only: the responses file (JSONL, gzip or plain; relative to the mix "
+        "file) whose answers of `model` it gives, found by the query's text, else by the query taken as an id.",
     )
 
 

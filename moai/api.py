@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,9 @@ def mix_runtime(spec: MixSpec, source: str = "<mix>", usage_db: str | os.PathLik
 
     db = resolve_db(usage_db)
     learn_log = LearnReader(db) if db and spec.gate.learn is not None else None
-    return MixRuntime(spec, make_chat_model, source, monitor_for(db) if db else None, learn_log)
+    return MixRuntime(
+        spec, partial(make_chat_model, mix_file=source), source, monitor_for(db) if db else None, learn_log
+    )
 
 
 def _build(

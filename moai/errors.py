@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MixError", "MixRunError", "ProviderError"]
+__all__ = ["MixError", "MixRunError", "NoRecordedAnswer", "ProviderError"]
 
 
 class MixError(ValueError):
@@ -25,3 +25,10 @@ class MixRunError(RuntimeError):
 
 class ProviderError(RuntimeError):
     """A model that cannot be built as declared (missing key, missing package)."""
+
+
+class NoRecordedAnswer(LookupError):
+    """A replay model has no recorded answer to what it was sent (an unknown query, or a judge's prompt).
+
+    An error of that call, so the model's fallbacks apply; not of the model, so its circuit stays closed.
+    """

@@ -6,13 +6,18 @@ outside the allowed tiers, or spend past the budget, whatever the mix's steps sa
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage
 
+from moai.errors import NoRecordedAnswer
+from moai.mix_instructions.schema import ModelSpec
+from moai.nodes.prompts import query_of
 from moai.nodes.runtime import MixRuntime, transient_errors
 from moai.nodes.state import Call, RunInfo
+from moai.scorer.data.responses import resolve_responses, responses_index
 from moai.scorer.select import call_cost
 
 __all__ = ["call_model", "worst_case_cost"]
@@ -27,9 +32,26 @@ def _prompt_tokens_bound(messages: list[BaseMessage]) -> int:
 
 
 def worst_case_cost(mix: MixRuntime, name: str, messages: list[BaseMessage]) -> float:
-    """Return the most a call can cost: every prompt byte a token, and every output token used."""
+    """Return the most a call can cost: every prompt byte a token, and every output token used.
+
+    A replay model is charged its recorded cost, whatever its price: that cost is known before the call,
+    and the bound covers it, so a budget holds on a replay as it does live.
+    """
     spec = mix.spec.models[name]
-    return call_cost(spec, _prompt_tokens_bound(messages), spec.max_tokens)
+    bound: float = call_cost(spec, _prompt_tokens_bound(messages), spec.max_tokens)
+    if spec.provider == "replay" and spec.responses is not None:
+        query = query_of(messages)
+        index = responses_index(resolve_responses(spec.responses, mix.source))
+        found = index.find(spec.model, query) if query is not None else None
+        bound = max(bound, found.cost_usd if found is not None else 0.0)
+    return bound
+
+
+def _recorded_cost(spec: ModelSpec, reply: AIMessage) -> float | None:
+    # Only a replay model's reply is trusted to say what it cost: it is read from the responses file,
+    # which check_replay has validated; a server's metadata never sets what a call is charged.
+    cost = reply.response_metadata.get("cost_usd") if spec.provider == "replay" else None
+    return float(cost) if isinstance(cost, float | int) and math.isfinite(cost) and cost >= 0 else None
 
 
 def _record(
@@ -44,6 +66,7 @@ def _record(
     latency_s: float = 0.0,
     error: str | None = None,
     usage_estimated: bool = False,
+    cost_usd: float | None = None,
 ) -> Call:
     spec = mix.spec.models[name]
     energy_wh = (tokens_in + tokens_out) / 1000 * spec.energy_wh_per_ktok
@@ -54,7 +77,7 @@ def _record(
         tokens_in=tokens_in,
         tokens_out=tokens_out,
         latency_s=latency_s,
-        cost_usd=call_cost(spec, tokens_in, tokens_out),
+        cost_usd=call_cost(spec, tokens_in, tokens_out) if cost_usd is None else cost_usd,
         energy_wh=energy_wh,
         co2e_g=energy_wh / 1000 * spec.grid_gco2_per_kwh,
         status=status,
@@ -104,7 +127,8 @@ async def call_model(
         try:
             reply = await mix.ainvoke(candidate, messages)
         except Exception as err:
-            mix.breaker.record(candidate, ok=False)
+            if not isinstance(err, NoRecordedAnswer):  # a replay's gap says nothing of the model's health
+                mix.breaker.record(candidate, ok=False)
             reason = f"timed out after {spec.timeout_s:g}s" if isinstance(err, TimeoutError) else str(err)
             tries = f" ({spec.retries + 1} attempts)" if spec.retries and isinstance(err, transient_errors()) else ""
             error = f"{type(err).__name__}: {reason}{tries}"
@@ -119,6 +143,9 @@ async def call_model(
             # budget still holds, and say so.
             out_bound = min(len(reply.text.encode()), spec.max_tokens)
             usage = {"input_tokens": _prompt_tokens_bound(messages), "output_tokens": out_bound, "estimated": True}
+        recorded_cost = _recorded_cost(spec, reply)
+        if recorded_cost is not None:
+            usage["estimated"] = bool(reply.response_metadata.get("usage_estimated", False))
         empty = not reply.text.strip()  # billed all the same, so recorded with its tokens
         mix.breaker.record(candidate, ok=not empty)
         done(
@@ -133,6 +160,7 @@ async def call_model(
                 latency_s=time.perf_counter() - start,
                 error="ValueError: empty reply" if empty else None,
                 usage_estimated=usage.get("estimated", False),
+                cost_usd=recorded_cost,
             )
         )
         if not empty:

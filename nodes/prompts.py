@@ -42,6 +42,7 @@ __all__ = [
     "parse_confidence",
     "parse_judgement",
     "propose_messages",
+    "query_of",
 ]
 
 _MATERIAL = (
@@ -173,6 +174,29 @@ def judge_messages(query: str, answers: list[str]) -> list[BaseMessage]:
     nonce = _nonce()
     listed = [_element("answer", text, nonce, i) for i, text in enumerate(answers, 1)]
     return [SystemMessage(JUDGE), HumanMessage("\n\n".join([_element("question", query, nonce), *listed]))]
+
+
+_MATERIAL_START = re.compile(r'<(?:answer|draft)(?: id="\d+")? nonce="([0-9a-f]{16})">')
+
+
+def query_of(messages: Sequence[BaseMessage]) -> str | None:
+    """Return the user's query that a proposer's or aggregator's messages ask to answer, or None for a judge's.
+
+    The query is the last human message, less the material elements (earlier answers, a draft and its
+    critique) that `propose_messages` puts before it. A judge's message holds the question as material:
+    it asks for a verdict, not an answer, so it has no query. Replay (the `replay` provider) answers
+    the query this returns with the answer recorded for it.
+    """
+    text = next((m.text for m in reversed(messages) if isinstance(m, HumanMessage)), None)
+    if text is None or text.startswith("<question "):
+        return None
+    if start := _MATERIAL_START.match(text):
+        # The query follows the last element; its closing tag carries the nonce of this call, which the
+        # query, written before the nonce was drawn, cannot hold but by chance.
+        closing = f' nonce="{start[1]}">\n\n'
+        cut = text.rfind(closing)
+        return text[cut + len(closing) :] if cut >= 0 else None
+    return text
 
 
 def aggregate_messages(query: str, answers: list[str], history: Sequence[BaseMessage] = ()) -> list[BaseMessage]:

@@ -22,6 +22,7 @@ from moai.nodes._cache import ScoreCache
 from moai.nodes.learn import Encoder, LearnLog, OnlineGate
 from moai.nodes.state import Call, RunInfo
 from moai.scorer import Predictor
+from moai.scorer.data.responses import check_replay
 from moai.scorer.locate import check_scorer, described_models, load_scorer
 
 __all__ = ["MixRuntime", "ModelFactory", "Recorder", "nothing_answered", "transient_errors"]
@@ -85,6 +86,7 @@ class MixRuntime:
 
     def __post_init__(self) -> None:
         check_scorer(self.spec, self.source)
+        check_replay(self.spec, self.source)
         quality = {name: model.quality for name, model in self.spec.models.items()}
         gate = self.spec.gate
         self.scorer = load_scorer(gate.scorer, quality, self.source, described_models(self.spec), gate.describe_weight)

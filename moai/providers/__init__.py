@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from langchain_core.language_models import BaseChatModel
 
@@ -53,13 +54,31 @@ def _fake(name: str, spec: ModelSpec) -> BaseChatModel:
     )
 
 
+def _replay(name: str, spec: ModelSpec) -> BaseChatModel:
+    from moai.providers.replay import ReplayChatModel
+
+    # make_chat_model has resolved the path against the mix file's folder.
+    return ReplayChatModel(responses=Path(spec.responses or ""), model=spec.model)
+
+
 PROVIDERS: dict[str, Callable[[str, ModelSpec], BaseChatModel]] = {
     "openai": _openai,
     "local": _local,
     "fake": _fake,
+    "replay": _replay,
 }
 
 
-def make_chat_model(name: str, spec: ModelSpec) -> BaseChatModel:
-    """Build the chat model for a model of a mix, by its provider."""
+def make_chat_model(name: str, spec: ModelSpec, mix_file: str | None = None) -> BaseChatModel:
+    """Build the chat model for a model of a mix, by its provider.
+
+    Args:
+        name: The model's name in the mix.
+        spec: Its declaration.
+        mix_file: The mix file, which a replay model's responses file is relative to.
+    """
+    if spec.provider == "replay" and spec.responses is not None:
+        from moai.scorer.data.responses import resolve_responses
+
+        spec = spec.model_copy(update={"responses": str(resolve_responses(spec.responses, mix_file))})
     return PROVIDERS[spec.provider](name, spec)

@@ -225,9 +225,7 @@ CASES: dict[str, Case] = {
         "gate.constraints.sensitive.patterns",
         ("at most 256",),
     ),
-    "delay_not_fake": Case(
-        mix(models=models(gpt={"delay_s": 1})), "models.gpt.delay_s", ("only provider 'fake'",)
-    ),
+    "delay_not_fake": Case(mix(models=models(gpt={"delay_s": 1})), "models.gpt.delay_s", ("only provider 'fake'",)),
     "literal_api_key": Case(
         mix(models=models(gpt={"api_key": "sk-live-1234567890"})), "models.gpt.api_key", ("${ENV_VAR}",)
     ),
