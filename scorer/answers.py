@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 from typing import Literal
 
+from moai.mix_instructions.schema import READ_JUDGES
 from moai.scorer.data.qa import LETTERS, extract_choice, extract_number
 
 __all__ = [
@@ -51,8 +52,6 @@ MAX_SHORT_TEXT = 200
 """Characters of the normalised last line that a short-text answer is compared by."""
 
 Form = Literal["choice", "number", "text"]
-READ_JUDGES = ("agreement", "form", "arithmetic")
-"""The answer-reading judges a judge step can declare under `read:`, in the order their scores are kept."""
 
 _DECIMAL = Context(prec=60, Emax=999, Emin=-999)
 
