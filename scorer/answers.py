@@ -64,6 +64,7 @@ _NUMBER_ASK = re.compile(
     re.IGNORECASE,
 )
 _BARE_LETTER = re.compile(r"^[\s\[\]()'\"*_.:]{0,8}([A-E])[\s\[\]()'\"*_.:]{0,8}$")
+_ESCAPES = re.compile(r"\\[nrt]")
 _WORD = re.compile(r"[^\W_]+")
 
 # One number of an equation: no sign (a minus is an operator or the sign below), at most a few thousands
@@ -116,7 +117,8 @@ def normalise(answer: str, form: Form) -> str | None:
         index = extract_choice(text)
         if index is not None:
             return LETTERS[index]
-        bare = _BARE_LETTER.match(text[-64:]) if len(text) <= 64 else None
+        # a lone letter, also as a recorded list of one reply: "['B\\n']"
+        bare = _BARE_LETTER.match(_ESCAPES.sub(" ", text)) if len(text) <= 64 else None
         return bare[1] if bare else None
     if form == "number":
         number = extract_number(text)

@@ -39,6 +39,7 @@ def test_the_query_says_which_form_of_answer_it_asks_for(query: str, form: str |
     [
         ("Answer: B", "choice", "B"),
         ("['C']", "choice", "C"),
+        ("['D\\n']", "choice", "D"),  # a recorded list of one reply
         ("(D) salt", "choice", "D"),
         ("I am not sure.", "choice", None),
         ("so the answer is $1,200.00", "number", "1200"),
