@@ -5,7 +5,8 @@ Data: the recorded responses of real models (/work/shared/data/responses or $MOA
 `routerbench_train.jsonl.gz` (2,218 queries x 11 models; ARC-Challenge, Winogrande, MBPP). For every
 answer: the judges of `moai.scorer.answers` (the functions a judge step's `read:` runs) and the recorded
 grade (right when its score is >= 0.5). Agreement is the answer's share of the other models' answers to the
-same query that agree with it (on GSM8K: does the other model give the same final number); form and
+same query that agree with it (on GSM8K: does the other model give the same final number), and its agreement with
+GPT-4-1106's answer alone (what a two-model cascade has); form and
 arithmetic read the answer alone. AUC (Mann-Whitney, ties count half) over the answers a judge scores;
 'scored' is the share of answers it gives a score at all (None elsewhere). Nothing is trained or tuned,
 so there is no split: every figure is held-out-free.
@@ -25,7 +26,8 @@ from pathlib import Path
 
 from moai.scorer.answers import agreement, arithmetic_score, form_score, query_form
 
-JUDGES = ("agreement", "form", "arithmetic")
+JUDGES = ("agreement", "agreement with GPT-4", "form", "arithmetic")
+PARTNER = "gpt-4-1106-preview"
 FILES = ("gsm8k_gpt4_mixtral_train.jsonl.gz", "routerbench_train.jsonl.gz")
 
 
@@ -67,11 +69,17 @@ def judge_file(path: Path) -> dict[tuple[str, str], dict[str, list[tuple[float |
         models = sorted(answers)
         prompt = str(answers[models[0]]["prompt"])
         texts = [str(answers[m]["response"]) for m in models]
-        agreed = agreement(texts, query_form(prompt) or "text")
+        form = query_form(prompt) or "text"
+        agreed = agreement(texts, form)
+        if PARTNER in answers:  # agreement with the strong model alone, as a two-model cascade sees it
+            partner = str(answers[PARTNER]["response"])
+            with_partner = {m: agreement([t, partner], form)[0] for m, t in zip(models, texts, strict=True)}
         for model, text, agree in zip(models, texts, agreed, strict=True):
             right = float(answers[model]["score"]) >= 0.5  # type: ignore[arg-type]
             cell = out[(task, model)]
             cell["agreement"].append((agree, right))
+            if PARTNER in answers and model != PARTNER:
+                cell["agreement with GPT-4"].append((with_partner[model], right))
             cell["form"].append((form_score(prompt, text), right))
             cell["arithmetic"].append((arithmetic_score(text), right))
     return out
@@ -87,6 +95,9 @@ def table(results: dict[tuple[str, str], dict[str, list[tuple[float | None, bool
         right = sum(r for _, r in cell["form"]) / n
         cells = []
         for judge in JUDGES:
+            if judge not in cell:
+                cells.append("")
+                continue
             scored = [(s, r) for s, r in cell[judge] if s is not None]
             value = auc(scored)
             cells.append(f"{'-' if value is None else f'{value:.3f}'} ({len(scored) / n:.0%})")
@@ -109,7 +120,8 @@ def main() -> None:
         "the share of answers it scores (None elsewhere). '-': the judge scores none, or they are all right",
         "or all wrong. Nothing is trained or tuned on these files, so no split is needed. Agreement: the share",
         "of the other models' answers to the same query that agree after normalising (GSM8K: the other of",
-        "two models; RouterBench: the other ten). Form and arithmetic read each answer alone.",
+        "two models; RouterBench: the other ten). 'Agreement with GPT-4': with GPT-4-1106's answer alone, as a",
+        "two-model cascade (cheap model, then GPT-4) sees it. Form and arithmetic read each answer alone.",
         "",
     ]
     for name in FILES:
