@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,12 +45,12 @@ def agreeing_mix(a: list[str], b: list[str], read: list[str] | None = None) -> d
     }
 
 
-def run(mix: dict[str, Any]) -> dict[str, Any]:
+def run(mix: dict[str, Any], query: str = QUERY) -> dict[str, Any]:
     graph = build_graph(mix_runtime(parse_spec(mix), usage_db="off")).compile(checkpointer=InMemorySaver())
     config: Any = {"configurable": {"thread_id": "t"}}
 
     async def go() -> dict[str, Any]:
-        await graph.ainvoke({"query": QUERY}, config)
+        await graph.ainvoke({"query": query}, config)
         return dict((await graph.aget_state(config)).values)
 
     return asyncio.run(go())
@@ -104,3 +106,56 @@ def test_a_wrong_read_list_names_the_field(read: list[str], field: str) -> None:
     with pytest.raises(MixError) as error:
         parse_spec(agreeing_mix(["x"], ["y"], read=read))
     assert field in str(error.value)
+
+
+# Two recorded GSM8K answers of GPT-4-1106 and Mixtral-8x7B (shared responses data): they agree on one, not the other.
+RECORDED = [
+    {
+        "id": "gsm8k-579",
+        "prompt": "A boy has 5 cards. His brother has 3 fewer cards than he has. How many cards do they have together?",
+        "answers": {
+            "gpt-4-1106-preview": "The boy's brother has 5 - 3 = <<5-3=2>>2 cards.\n"
+            "Together, they have 5 + 2 = <<5+2=7>>7 cards.",
+            "mistralai/Mixtral-8x7B-Instruct-v0.1": " The boy's brother has 5 - 3 = <<5-3=2>>2 fewer cards.\n"
+            "Together, they have 5 + 2 = <<5+2=7>>7 cards.\n#### 7\n\n",
+        },
+    },
+    {
+        "id": "gsm8k-949",
+        "prompt": "Marcus is half of Leo\u2019s age and five years younger than Deanna. Deanna is 26. How old is Leo?",
+        "answers": {
+            "gpt-4-1106-preview": "If Deanna is 26 and Marcus is five years younger than Deanna, then Marcus is "
+            "26 - 5 = 21 years old.\n\nSince Marcus is half of Leo's age, Leo is twice Marcus's age, which means "
+            "Leo is 21 * 2 = 42 years old.",
+            "mistralai/Mixtral-8x7B-Instruct-v0.1": " Leo is 26 * 2 = <<26*2=52>>52 / 2 = <<26*2/2=26>>26 years old."
+            "\n#### 26",
+        },
+    },
+]
+
+
+def test_recorded_answers_of_real_models_are_read_through_replay(tmp_path: Path) -> None:
+    rows = [
+        {"id": q["id"], "prompt": q["prompt"], "task": "gsm8k", "model": m, "score": 1.0, "cost": 0.001, "response": r}
+        for q in RECORDED
+        for m, r in q["answers"].items()
+    ]
+    (tmp_path / "answers.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    replayed = {"provider": "replay", "responses": str(tmp_path / "answers.jsonl")}
+    mix = agreeing_mix([], [], read=["agreement", "form", "arithmetic"])
+    mix["models"] = {
+        "a": replayed | {"model": "mistralai/Mixtral-8x7B-Instruct-v0.1"},
+        "b": replayed | {"model": "gpt-4-1106-preview"},
+    }
+    agreed, differed = (run(mix, query["prompt"]) for query in RECORDED)
+    assert agreed["trace"][-2:] == ["grade:stop", "aggregate:best"]
+    assert [v["read_scores"] for v in agreed["verdicts"]] == [
+        {"agreement": 1.0, "form": 1.0, "arithmetic": 1.0},
+        {"agreement": 1.0, "form": 1.0, "arithmetic": 1.0},
+    ]
+    # replay gives the same answers every round: they differ until max_rounds ends the loop
+    assert differed["trace"].count("grade:again") == 2
+    assert [v["read_scores"] for v in differed["verdicts"][:2]] == [
+        {"agreement": 0.0, "form": 1.0, "arithmetic": 1.0},
+        {"agreement": 0.0, "form": 1.0, "arithmetic": 1.0},
+    ]
