@@ -1,7 +1,4 @@
-"""The judge: self-, cross- and answer-reading assessment of the latest answers, blended with the gate's prior.
-
-Then stop or loop.
-"""
+"""The judge: self-, cross- and answer-reading assessment of the latest answers, blended; then stop or loop."""
 
 from __future__ import annotations
 
