@@ -92,6 +92,9 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
                     need_model(f"steps.{i}.models.{j}", entry if isinstance(entry, str) else entry.model)
         else:
             need_model(f"steps.{i}.cross", step.cross, "top1")
+            for j, judge in enumerate(step.read):
+                if judge in step.read[:j]:
+                    fail(f"steps.{i}.read.{j}", f"'{judge}' is listed twice: list each judge once")
             targets.append(("otherwise", step.otherwise))
         for key, target in targets:
             if target is not None and target not in names and target != AGGREGATE:

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_TIMEOUT_S",
     "MAX_TOKENS",
     "NAME_RULE",
+    "READ_JUDGES",
     "RESERVED_MODEL_NAMES",
     "AggregateSpec",
     "Arm",
@@ -44,6 +45,7 @@ __all__ = [
     "Price",
     "ProposeStep",
     "Proposer",
+    "ReadJudge",
     "RoutingCache",
     "SensitiveRule",
     "Split",
@@ -480,6 +482,11 @@ class StopWhen(_Strict):
     )
 
 
+READ_JUDGES = ("agreement", "form", "arithmetic")
+"""The answer-reading judges a judge step may declare under `read:` (moai.scorer.answers computes them)."""
+ReadJudge = Literal["agreement", "form", "arithmetic"]
+
+
 class JudgeStep(_Strict):
     """Assess the answers: self-assessment by the proposers, cross-assessment by a judge model."""
 
@@ -492,6 +499,16 @@ class JudgeStep(_Strict):
         "top1",
         description="Who grades the answers: 'top1' (the best-scored model of the layer), a model name, "
         "or null for none.",
+    )
+    read: list[ReadJudge] = Field(
+        default_factory=list,
+        max_length=len(READ_JUDGES),
+        description="Judges that read the answers themselves, no model call: 'agreement' (the share of the "
+        "other answers that agree after normalising by the form the query asks for), 'form' (the answer has "
+        "the form the query asks for: a choice letter, a number), 'arithmetic' (the share of the equations "
+        "written in the answer whose result is right). Each gives a score in [0, 1] or none; the mean of an "
+        "answer's scores enters the blend as one observation beside self and cross (a declared rule, not "
+        "learned). Each at most once.",
     )
     prior_weight: float = Field(
         0.3, ge=0, le=1, description="Weight of the gate's prior in the blended score (RouteMoA)."

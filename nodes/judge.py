@@ -1,4 +1,4 @@
-"""The judge: self- and cross-assessment of the latest answers, blended with the gate's prior; then stop or loop."""
+"""The judge: self-, cross- and answer-reading assessment of the latest answers, blended; then stop or loop."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from moai.nodes.prompts import judge_messages, parse_judgement
 from moai.nodes.runtime import MixRuntime, nothing_answered
 from moai.nodes.state import Call, MixState, Proposal, Verdict
 from moai.nodes.stop import stop_reason
+from moai.scorer.answers import read_scores
 
 __all__ = ["make_judge"]
 
@@ -51,7 +52,12 @@ def make_judge(mix: MixRuntime, step: JudgeStep) -> Callable[..., Coroutine[Any,
             judgement = None if reply is None else parse_judgement(reply.text, len(latest), [state["query"], *answers])
             if judgement is not None:
                 cross, critique = [*judgement.scores], judgement.critique
-        verdicts = [_verdict(step, p, c, state["gate"]["scores"], critique) for p, c in zip(latest, cross, strict=True)]
+        # Model output is data here: the texts are parsed by pure functions, never sent as instructions.
+        read = read_scores(step.read, state["query"], [p["content"] for p in latest])
+        verdicts = [
+            _verdict(step, p, c, r, state["gate"]["scores"], critique)
+            for p, c, r in zip(latest, cross, read, strict=True)
+        ]
         if not state["sensitive"]:
             for verdict in verdicts:
                 if verdict["cross_score"] is not None:
@@ -68,7 +74,7 @@ def make_judge(mix: MixRuntime, step: JudgeStep) -> Callable[..., Coroutine[Any,
             rounds[step.name],
             remaining_budget(budget, after),
             has_next=bool(selected),
-            judged=any(v["self_score"] is not None or v["cross_score"] is not None for v in verdicts),
+            judged=any(_observed(v) for v in verdicts),
         )
         update: dict[str, Any] = {
             "verdicts": verdicts,
@@ -93,16 +99,26 @@ def _judge_model(step: JudgeStep, latest: list[Proposal], scores: dict[str, floa
 
 
 def _verdict(
-    step: JudgeStep, proposal: Proposal, cross: float | None, prior: dict[str, float], critique: str | None
+    step: JudgeStep,
+    proposal: Proposal,
+    cross: float | None,
+    read: dict[str, float | None],
+    prior: dict[str, float],
+    critique: str | None,
 ) -> Verdict:
-    """Blend the gate's prior with what was observed: the answer's own stated confidence, the judge's score.
+    """Blend the gate's prior with what was observed: the stated confidence, the judge's score, the read scores.
 
     Beside a judge, a stated confidence counts only next to the judge's score of the same answer. Without
     a verdict it would be the only evidence, and count for all of what the blend gives the observations,
     so that an answer could win by its own claim (or by making the judge's reply unreadable).
+
+    The answer-reading judges (`read:`) enter as one observation: the mean of those that gave a score.
+    A declared rule, equal to self and cross; weights learned from data are later work.
     """
     stated = proposal["confidence"] if step.self_assess and (step.cross is None or cross is not None) else None
-    observed = [s for s in (stated, cross) if s is not None]
+    given = [s for s in read.values() if s is not None]
+    reading = fmean(given) if given else None
+    observed = [s for s in (stated, cross, reading) if s is not None]
     base = prior.get(proposal["model"], 0.5)
     score = step.prior_weight * base + (1 - step.prior_weight) * fmean(observed) if observed else base
     return Verdict(
@@ -111,9 +127,16 @@ def _verdict(
         model=proposal["model"],
         self_score=stated,
         cross_score=cross,
+        read_scores=read,
         score=score,
         critique=critique,
     )
+
+
+def _observed(verdict: Verdict) -> bool:
+    """Whether anything was observed of an answer: a stated confidence, a judge's score, a read score."""
+    read = any(s is not None for s in verdict["read_scores"].values())
+    return read or verdict["self_score"] is not None or verdict["cross_score"] is not None
 
 
 def _next_selection(

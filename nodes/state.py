@@ -68,6 +68,8 @@ class Verdict(TypedDict):
     model: str
     self_score: float | None
     cross_score: float | None
+    read_scores: dict[str, float | None]
+    """The score of each answer-reading judge the step declares (`read:`); None where it has no opinion."""
     score: float
     critique: str | None
 

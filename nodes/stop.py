@@ -22,9 +22,9 @@ def stop_reason(
 ) -> str | None:
     """Return why the loop through this judge ends now, or None to go round again.
 
-    `judged` says whether any self- or cross-assessment could be read. Without one, another round of
-    'rerank' or 'same' would rerun the same models on the same evidence, so the loop ends; a 'next'
-    escalation goes on, since not knowing is a reason to ask the next model.
+    `judged` says whether any self-, cross- or answer-reading assessment could be read. Without one,
+    another round of 'rerank' or 'same' would rerun the same models on the same evidence, so the loop
+    ends; a 'next' escalation goes on, since not knowing is a reason to ask the next model.
     """
     if step.otherwise is None:
         return "no loop"

@@ -1,0 +1,137 @@
+"""How well each answer-reading judge predicts that an answer is right: AUC per model, on real answers.
+
+Data: the recorded responses of real models (/work/shared/data/responses or $MOAI_RESPONSES_DIR):
+`gsm8k_gpt4_mixtral_train.jsonl.gz` (659 GSM8K questions, GPT-4-1106 and Mixtral-8x7B) and
+`routerbench_train.jsonl.gz` (2,218 queries x 11 models; ARC-Challenge, Winogrande, MBPP). For every
+answer: the judges of `moai.scorer.answers` (the functions a judge step's `read:` runs) and the recorded
+grade (right when its score is >= 0.5). Agreement is the answer's share of the other models' answers to the
+same query that agree with it (on GSM8K: does the other model give the same final number), and its agreement with
+GPT-4-1106's answer alone (what a two-model cascade has); form and
+arithmetic read the answer alone. AUC (Mann-Whitney, ties count half) over the answers a judge scores;
+'scored' is the share of answers it gives a score at all (None elsewhere). Nothing is trained or tuned,
+so there is no split: every figure is held-out-free.
+
+Run from the repository root:  python bench/judges.py [--data DIR] [--out bench/results/judges.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from moai.scorer.answers import agreement, arithmetic_score, form_score, query_form
+
+JUDGES = ("agreement", "agreement with GPT-4", "form", "arithmetic")
+PARTNER = "gpt-4-1106-preview"
+FILES = ("gsm8k_gpt4_mixtral_train.jsonl.gz", "routerbench_train.jsonl.gz")
+
+
+def auc(pairs: Iterable[tuple[float, bool]]) -> float | None:
+    """Return the AUC of scores for right answers over wrong ones (ties count half); None without both."""
+    ranked = sorted(pairs)
+    positives = sum(1 for _, right in ranked if right)
+    negatives = len(ranked) - positives
+    if not positives or not negatives:
+        return None
+    rank_sum = 0.0
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        mean_rank = (i + j + 1) / 2  # ranks i+1..j
+        rank_sum += mean_rank * sum(1 for _, right in ranked[i:j] if right)
+        i = j
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def read_file(path: Path) -> dict[tuple[str, str], dict[str, dict[str, object]]]:
+    """Group the rows by (task, id) and model."""
+    queries: dict[tuple[str, str], dict[str, dict[str, object]]] = defaultdict(dict)
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            if row.get("response") is None or row.get("score") is None:
+                continue
+            queries[(row["task"], row["id"])][row["model"]] = row
+    return queries
+
+
+def judge_file(path: Path) -> dict[tuple[str, str], dict[str, list[tuple[float | None, bool]]]]:
+    """Return, per (task, model), each judge's (score, right) over the answers."""
+    out: dict[tuple[str, str], dict[str, list[tuple[float | None, bool]]]] = defaultdict(lambda: defaultdict(list))
+    for (task, _), answers in read_file(path).items():
+        models = sorted(answers)
+        prompt = str(answers[models[0]]["prompt"])
+        texts = [str(answers[m]["response"]) for m in models]
+        form = query_form(prompt) or "text"
+        agreed = agreement(texts, form)
+        if PARTNER in answers:  # agreement with the strong model alone, as a two-model cascade sees it
+            partner = str(answers[PARTNER]["response"])
+            with_partner = {m: agreement([t, partner], form)[0] for m, t in zip(models, texts, strict=True)}
+        for model, text, agree in zip(models, texts, agreed, strict=True):
+            right = float(answers[model]["score"]) >= 0.5  # type: ignore[arg-type]
+            cell = out[(task, model)]
+            cell["agreement"].append((agree, right))
+            if PARTNER in answers and model != PARTNER:
+                cell["agreement with GPT-4"].append((with_partner[model], right))
+            cell["form"].append((form_score(prompt, text), right))
+            cell["arithmetic"].append((arithmetic_score(text), right))
+    return out
+
+
+def table(results: dict[tuple[str, str], dict[str, list[tuple[float | None, bool]]]]) -> list[str]:
+    lines = [
+        "| task | model | answers | right | " + " | ".join(f"{j} AUC (scored)" for j in JUDGES) + " |",
+        "|---|---|---:|---:|" + "---:|" * len(JUDGES),
+    ]
+    for (task, model), cell in sorted(results.items()):
+        n = len(cell["form"])
+        right = sum(r for _, r in cell["form"]) / n
+        cells = []
+        for judge in JUDGES:
+            if judge not in cell:
+                cells.append("")
+                continue
+            scored = [(s, r) for s, r in cell[judge] if s is not None]
+            value = auc(scored)
+            cells.append(f"{'-' if value is None else f'{value:.3f}'} ({len(scored) / n:.0%})")
+        lines.append(f"| {task} | {model} | {n} | {right:.3f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", type=Path, default=Path(os.environ.get("MOAI_RESPONSES_DIR", "/work/shared/data/responses"))
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench/results/judges.md"))
+    args = parser.parse_args()
+    lines = [
+        "# Answer-reading judges: AUC per model on recorded answers",
+        "",
+        "Command: `python bench/judges.py` (data: /work/shared/data/responses). AUC of each judge's score as a",
+        "predictor of the answer being right (recorded grade >= 0.5), over the answers it scores; in brackets",
+        "the share of answers it scores (None elsewhere). '-': the judge scores none, or they are all right",
+        "or all wrong. Nothing is trained or tuned on these files, so no split is needed. Agreement: the share",
+        "of the other models' answers to the same query that agree after normalising (GSM8K: the other of",
+        "two models; RouterBench: the other ten). 'Agreement with GPT-4': with GPT-4-1106's answer alone, as a",
+        "two-model cascade (cheap model, then GPT-4) sees it. Form and arithmetic read each answer alone.",
+        "",
+    ]
+    for name in FILES:
+        path = args.data / name
+        lines += [f"## {name}", "", *table(judge_file(path)), ""]
+        print(f"done {name}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""Judges that read the answers themselves: agreement, the expected form, the arithmetic written out.
+
+Pure functions over texts, no model and no graph: the judge step (`read:` in a mix) calls them on the
+latest answers, whose texts are data here, parsed and never obeyed. Each returns a score in [0, 1] per
+answer, or None where the judge has nothing to say (one answer cannot agree with another; a query that
+asks for no particular form; an answer that writes no arithmetic).
+
+Every function is bounded on any input: only the last `MAX_ANSWER_CHARS` characters of an answer and
+the first `MAX_QUERY_CHARS` of a query are read, every pattern is linear (bounded repetitions, no nested
+quantifiers), numbers longer than `MAX_DIGITS` digits are skipped, at most `MAX_EQUATIONS` equations of
+at most `MAX_OPERATIONS` operations each are recomputed, with `Decimal` at a fixed precision and no eval.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow
+from typing import Literal
+
+from moai.mix_instructions.schema import READ_JUDGES
+from moai.scorer.data.qa import LETTERS, extract_choice, extract_number
+
+__all__ = [
+    "MAX_ANSWER_CHARS",
+    "MAX_DIGITS",
+    "MAX_EQUATIONS",
+    "MAX_OPERATIONS",
+    "MAX_QUERY_CHARS",
+    "READ_JUDGES",
+    "Form",
+    "agreement",
+    "arithmetic_score",
+    "form_score",
+    "normalise",
+    "query_form",
+    "read_scores",
+]
+
+MAX_ANSWER_CHARS = 20_000
+"""Characters of an answer that are read: the last ones, where a final answer stands."""
+MAX_QUERY_CHARS = 20_000
+"""Characters of a query that are read to tell which form of answer it asks for."""
+MAX_DIGITS = 30
+"""Digits of a number beyond which an equation is not recomputed (skipped, neither right nor wrong)."""
+MAX_EQUATIONS = 50
+"""Equations of one answer that are recomputed; the first ones count."""
+MAX_OPERATIONS = 8
+"""Operations of one equation's left side ('1 + 2 * 3 = 7' has two)."""
+MAX_SHORT_TEXT = 200
+"""Characters of the normalised last line that a short-text answer is compared by."""
+
+Form = Literal["choice", "number", "text"]
+
+_DECIMAL = Context(prec=60, Emax=999, Emin=-999)
+
+# A query that lists lettered choices on their own lines ('A) ...', '(B) ...', 'C. ...').
+_CHOICE_LINE = re.compile(r"^[ \t]{0,8}[(\[]?([A-E])[)\].:]", re.MULTILINE)
+_CHOICE_ASK = re.compile(r"\b(?:letter of the correct|single choice|choices?\s+\(?A\b)", re.IGNORECASE)
+_NUMBER_ASK = re.compile(
+    r"\bhow\s+(?:many|much|long|far|old|fast)\b|<number>|\bwhat\s+(?:number|percent(?:age)?)\b"
+    r"|\bcalculate\b|\bcompute\b",
+    re.IGNORECASE,
+)
+_BARE_LETTER = re.compile(r"^[\s\[\]()'\"*_.:]{0,8}([A-E])[\s\[\]()'\"*_.:]{0,8}$")
+_ESCAPES = re.compile(r"\\[nrt]")
+_WORD = re.compile(r"[^\W_]+")
+
+# One number of an equation: no sign (a minus is an operator or the sign below), at most a few thousands
+# groups and decimals; longer runs do not match, so a huge number is skipped.
+_NUM = rf"\d{{1,{MAX_DIGITS}}}(?:,\d{{3}}){{0,10}}(?:\.\d{{1,{MAX_DIGITS}}})?"
+_OP = "(?:[+\\-*/\u00d7x\u00f7]|" r"\\times|\\cdot|\\div)"
+_GAP = r"[ \t]{0,4}"
+_EQUATION = re.compile(
+    rf"(?<![\w.,])(-?{_NUM}(?:{_GAP}{_OP}{_GAP}-?{_NUM}){{1,{MAX_OPERATIONS}}}){_GAP}={_GAP}\$?(-?{_NUM})(?![\w.,]?\d)"
+)
+_TERM = re.compile(rf"({_NUM})|({_OP})")
+_BEFORE_OPERAND = re.compile("(?:[+\\-*/\u00d7\u00f7^)]|" r"\\times|\\cdot|\\div|(?<![A-Za-z])x)$")
+_AFTER_RESULT = re.compile(rf"^(?:{_GAP}(?:{_OP}|[%^(])|[ \t]?/)")
+
+
+def _tail(text: str, limit: int = MAX_ANSWER_CHARS) -> str:
+    return text[-limit:] if len(text) > limit else text
+
+
+def query_form(query: str) -> Form | None:
+    """Return the form of answer a query asks for: 'choice', 'number', or None when it asks for none.
+
+    A query that lists two or more lettered choices on their own lines (or asks for 'a single choice')
+    asks for a choice letter; one that asks 'how many', 'how much', '<number>', ... for a number.
+
+    Args:
+        query: The user's query.
+    """
+    head = query[:MAX_QUERY_CHARS]
+    if len(set(_CHOICE_LINE.findall(head))) >= 2 or _CHOICE_ASK.search(head):
+        return "choice"
+    if _NUMBER_ASK.search(head):
+        return "number"
+    return None
+
+
+def normalise(answer: str, form: Form) -> str | None:
+    """Return the key an answer is compared by, or None when it gives nothing of that form.
+
+    'choice': the letter it states ('Answer: B', '(B)', "['B']"); 'number': its final number in a
+    canonical spelling ('1,200.0' and '1200' agree); 'text': its last non-empty line, lower-cased,
+    words only, at most `MAX_SHORT_TEXT` characters.
+
+    Args:
+        answer: A model's answer.
+        form: The form to read it by.
+    """
+    text = _tail(answer)
+    if form == "choice":
+        index = extract_choice(text)
+        if index is not None:
+            return LETTERS[index]
+        # a lone letter, also as a recorded list of one reply: "['B\\n']"
+        bare = _BARE_LETTER.match(_ESCAPES.sub(" ", text)) if len(text) <= 64 else None
+        return bare[1] if bare else None
+    if form == "number":
+        number = extract_number(text)
+        if number is None or number.adjusted() > MAX_DIGITS:
+            return None
+        return format(number.normalize(_DECIMAL), "f") if number else "0"
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    words = " ".join(_WORD.findall(lines[-1][-4 * MAX_SHORT_TEXT :].lower()))
+    return words[:MAX_SHORT_TEXT] or None
+
+
+def agreement(answers: Sequence[str], form: Form) -> list[float | None]:
+    """Return each answer's share of the other answers that agree with it after normalising.
+
+    An answer of no readable form agrees with none (0.0); with fewer than two answers there is nothing
+    to agree with, and every score is None.
+
+    Args:
+        answers: The answers to one query (of several models, or several samples of one).
+        form: The form they are compared by (see `normalise`).
+    """
+    if len(answers) < 2:
+        return [None] * len(answers)
+    keys = [normalise(answer, form) for answer in answers]
+    counts = Counter(key for key in keys if key is not None)
+    others = len(answers) - 1
+    return [0.0 if key is None else (counts[key] - 1) / others for key in keys]
+
+
+def form_score(query: str, answer: str) -> float | None:
+    """Return 1.0 when an answer has the form the query asks for, 0.0 when not, None when it asks for none.
+
+    Args:
+        query: The user's query.
+        answer: A model's answer.
+    """
+    form = query_form(query)
+    if form is None:
+        return None
+    return 0.0 if normalise(answer, form) is None else 1.0
+
+
+def arithmetic_score(answer: str) -> float | None:
+    """Return the share of the equations an answer writes ('12 * 3 = 36') whose result is right.
+
+    Each left side (numbers joined by + - * / x, the times and division signs, \\times \\cdot \\div;
+    multiplication and division first) is recomputed with `Decimal`; a result written with k decimals
+    is right when it is within 10^-k of the exact value (so rounding and truncation both pass:
+    '10 / 3 = 3.33'). An equation that is part of a longer expression ('(2 + 3) * 4 = 20' is not read
+    as '3) * 4'), or that has a number of more than `MAX_DIGITS` digits, is skipped; a division by zero
+    counts as wrong. None when no equation is read.
+
+    Args:
+        answer: A model's answer.
+    """
+    text = _tail(answer)
+    right = total = 0
+    for match in _EQUATION.finditer(text):
+        if total >= MAX_EQUATIONS:
+            break
+        if _BEFORE_OPERAND.search(text[max(0, match.start() - 8) : match.start()].rstrip()):
+            continue
+        if _AFTER_RESULT.match(text[match.end() : match.end() + 8]):
+            continue
+        value = _evaluate(match[1])
+        written = _number(match[2])
+        if written is None:
+            continue
+        total += 1
+        if value is not None and _close(value, written):
+            right += 1
+    return right / total if total else None
+
+
+def read_scores(judges: Sequence[str], query: str, answers: Sequence[str]) -> list[dict[str, float | None]]:
+    """Return, for each answer, the score of each declared answer-reading judge (None: no opinion).
+
+    Agreement compares the answers by the form the query asks for, or by their short text.
+
+    Args:
+        judges: Names out of `READ_JUDGES`.
+        query: The user's query.
+        answers: The latest answers to it.
+    """
+    unknown = [name for name in judges if name not in READ_JUDGES]
+    if unknown:
+        raise ValueError(f"unknown answer-reading judge(s) {unknown}; valid: {', '.join(READ_JUDGES)}")
+    agreed = agreement(answers, query_form(query) or "text") if "agreement" in judges else [None] * len(answers)
+    out: list[dict[str, float | None]] = []
+    for answer, agree in zip(answers, agreed, strict=True):
+        scores: dict[str, float | None] = {}
+        for name in judges:
+            if name == "agreement":
+                scores[name] = agree
+            elif name == "form":
+                scores[name] = form_score(query, answer)
+            else:
+                scores[name] = arithmetic_score(answer)
+        out.append(scores)
+    return out
+
+
+def _number(text: str) -> Decimal | None:
+    try:
+        return Decimal(text.replace(",", ""))
+    except InvalidOperation:
+        return None
+
+
+def _evaluate(expression: str) -> Decimal | None:
+    """Return the value of 'a op b op c ...' with * and / before + and -, or None if it cannot be had."""
+    terms: list[Decimal] = []
+    operators: list[str] = []
+    negative = False
+    for match in _TERM.finditer(expression):
+        if len(terms) == len(operators):  # a number is due; a '-' here is its sign
+            if match[2] is not None:
+                if match[2] != "-" or negative:
+                    return None
+                negative = True
+                continue
+            value = _number(match[1])
+            if value is None:
+                return None
+            terms.append(-value if negative else value)
+            negative = False
+        elif match[2] is not None:
+            operators.append(match[2])
+        else:
+            return None
+    if not operators or len(terms) != len(operators) + 1:
+        return None
+    try:
+        sums: list[Decimal] = [terms[0]]
+        signs: list[str] = []
+        for op, term in zip(operators, terms[1:], strict=True):
+            if op in ("*", "x", "\u00d7", "\\times", "\\cdot"):
+                sums[-1] = _DECIMAL.multiply(sums[-1], term)
+            elif op in ("/", "\u00f7", "\\div"):
+                if term == 0:
+                    return None
+                sums[-1] = _DECIMAL.divide(sums[-1], term)
+            else:
+                sums.append(term)
+                signs.append(op)
+        total = sums[0]
+        for sign, part in zip(signs, sums[1:], strict=True):
+            total = _DECIMAL.add(total, part) if sign == "+" else _DECIMAL.subtract(total, part)
+    except (InvalidOperation, DivisionByZero, Overflow):
+        return None
+    return total
+
+
+def _close(value: Decimal, written: Decimal) -> bool:
+    decimals = max(0, -written.as_tuple().exponent) if isinstance(written.as_tuple().exponent, int) else 0
+    return abs(_DECIMAL.subtract(value, written)) < Decimal(1).scaleb(-decimals)
