@@ -187,6 +187,10 @@ class UsageStore:
         updates = f"id {key}, mix TEXT, model TEXT, run_id TEXT, ts {real}, prior {real}, reward {real}, source TEXT"
         updates += f", x {blob}"
         with self._transaction() as cur:
+            if self.postgres:
+                # Two processes creating one table at once collide in PostgreSQL's catalog even with IF NOT
+                # EXISTS: the first to open the database does it, the others wait (SQLite's write lock does this).
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext('moai-usage-schema'))")
             cur.execute(f"CREATE TABLE IF NOT EXISTS learn_contexts ({contexts})")
             cur.execute(f"CREATE TABLE IF NOT EXISTS learn_updates ({updates})")
             cur.execute("CREATE INDEX IF NOT EXISTS learn_contexts_run ON learn_contexts (run_id)")
