@@ -10,6 +10,10 @@ finite number) and then not applied: every model of a mix keeps the settings its
 one value pressed on proposers, judges and aggregator alike would change what the mix is. What a mix
 cannot do yet (`tools`, `response_format`, `n` > 1) is refused by name (see `schemas.unsupported`).
 
+With `keys` (`moai serve --keys FILE`), every request but `/health` needs a bearer key of the file
+(401 otherwise), and a chat completion one within the key's daily spend and rate (429 with the reason and
+`Retry-After` otherwise; see `moai.serve.keys`); the key's id goes into every usage row of its runs.
+
 A streamed reply sends `x-moai-run-id` in its headers; the models, cost and path are known only at its
 end, so they come in the last chunk's `moai` field (a field OpenAI's clients keep and ignore).
 """

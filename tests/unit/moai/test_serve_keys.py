@@ -286,3 +286,18 @@ def test_limits_with_the_usage_store_off_are_refused(tmp_path: Path, monkeypatch
         KeyGuard(load_keys(path))
     free, _ = keys_file(tmp_path, free={})
     KeyGuard(load_keys(free))  # a key without limits needs no store
+
+
+async def test_a_streamed_run_is_keyed_and_counted_too(
+    keyed: tuple[httpx.AsyncClient, dict[str, str]], db: str
+) -> None:
+    client, plain = keyed
+    assert (await client.post("/v1/chat/completions", json=ASK | {"stream": True})).status_code == 401
+    reply = await client.post("/v1/chat/completions", json=ASK | {"stream": True}, headers=bearer(plain["capped"]))
+    assert reply.status_code == 200 and "[DONE]" in reply.text
+    runs, calls = rows(db)
+    run_id = reply.headers["x-moai-run-id"]
+    assert [row["key_id"] for row in runs if row["run_id"] == run_id] == ["capped"]
+    assert {row["key_id"] for row in calls if row["run_id"] == run_id} == {"capped"}
+    refused = await client.post("/v1/chat/completions", json=ASK | {"stream": True}, headers=bearer(plain["capped"]))
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "daily_budget_exceeded"
