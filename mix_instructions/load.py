@@ -48,6 +48,7 @@ __all__ = [
     "load_spec",
     "override_spec",
     "parse_spec",
+    "read_data",
     "resolve_path",
 ]
 
@@ -181,6 +182,16 @@ def override_spec(spec: MixSpec, changes: Mapping[str, Any], source: str) -> Mix
         raise _mix_error(err, source, MixSpec) from None
     check_mix(changed, source)
     return changed
+
+
+def read_data(path: str | os.PathLike[str]) -> Any:
+    """Return the data of a YAML or JSON file (by its suffix), read within the limits of a mix file.
+
+    Raises:
+        MixError: The file is missing, not a regular file, too large, too deep, too many values, has a key
+            written twice, or cannot be parsed; the message names the file and where.
+    """
+    return _read(Path(path))
 
 
 def _read(path: Path) -> Any:

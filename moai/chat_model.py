@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NotRequired, TypeVar, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -81,6 +81,7 @@ class _Run(TypedDict):
     run_id: str
     thread_id: str | None
     user_id: str | None
+    key_id: NotRequired[str | None]
 
 
 _NO_TOOLS = (
@@ -98,7 +99,8 @@ class MixtureChatModel(BaseChatModel):
     `thread_id`, `models_used`, the gate's `selected`, `scores` and `cache_hit`, `cost_usd`, `trace` and
     `calls`.
     A run's id is LangChain's run id, so LangSmith traces and the usage rows share it; a
-    `configurable.thread_id` (and `user_id`) in the config is recorded with the run.
+    `configurable.thread_id` (and `user_id`, and `key_id`: the server key the request came with) in the
+    config is recorded with the run.
 
     Example:
         ```python
@@ -238,7 +240,12 @@ class MixtureChatModel(BaseChatModel):
         config = ensure_config(config)
         config["run_id"] = run_id = config.get("run_id") or uuid.uuid4()
         configurable = config.get("configurable", {})
-        run = _Run(run_id=str(run_id), thread_id=configurable.get("thread_id"), user_id=configurable.get("user_id"))
+        run = _Run(
+            run_id=str(run_id),
+            thread_id=configurable.get("thread_id"),
+            user_id=configurable.get("user_id"),
+            key_id=configurable.get("key_id"),
+        )
         self._parents[run["run_id"]] = config.get("callbacks")
         try:
             yield config, {_RUN: run, **kwargs}
@@ -346,7 +353,7 @@ class MixtureChatModel(BaseChatModel):
         if run is None:  # called through `generate`, not the methods above
             run = _Run(run_id=str(run_manager.run_id if run_manager else uuid.uuid4()), thread_id=None, user_id=None)
         run_id = run["run_id"]
-        ids = {"thread_id": run["thread_id"], "user_id": run["user_id"]}
+        ids = {"thread_id": run["thread_id"], "user_id": run["user_id"], "key_id": run.get("key_id")}
         config = RunnableConfig(configurable={key: value for key, value in ids.items() if value})
         # The mix's runs nest under the chat model's run: a trace shows the mix inside it. But the caller's
         # streaming handlers are left out: a graph's `messages` stream or `astream_events` would otherwise

@@ -9,7 +9,7 @@ from langgraph.config import get_config
 
 from moai.mix_instructions.schema import MAX_MODELS
 
-__all__ = ["MixContext", "caller"]
+__all__ = ["MixContext", "caller", "caller_key"]
 
 
 @dataclass(kw_only=True)
@@ -28,6 +28,10 @@ class MixContext:
     )
     user_id: str | None = field(
         default=None, metadata={"description": "Who asks: recorded with the run, and what an A/B split may key on."}
+    )
+    key_id: str | None = field(
+        default=None,
+        metadata={"description": "The id of the server key the request came with: recorded in every usage row."},
     )
 
     def __post_init__(self) -> None:
@@ -58,3 +62,13 @@ def caller(context: MixContext | None) -> tuple[str | None, str | None]:
     configurable = get_config().get("configurable", {})
     user = context.user_id if context is not None and context.user_id else configurable.get("user_id")
     return configurable.get("thread_id"), user
+
+
+def caller_key(context: MixContext | None) -> str | None:
+    """Return the id of the key the run under way came with (call inside a node): the context's `key_id`,
+    else `configurable.key_id`; None for a run that came with no key.
+    """
+    if context is not None and context.key_id:
+        return context.key_id
+    key = get_config().get("configurable", {}).get("key_id")
+    return str(key) if key else None

@@ -13,7 +13,7 @@ from langgraph.types import Command, Overwrite
 
 from moai.errors import MixRunError
 from moai.nodes._dispatch import budget_of, route_to
-from moai.nodes.context import MixContext, caller
+from moai.nodes.context import MixContext, caller, caller_key
 from moai.nodes.runtime import MixRuntime
 from moai.nodes.state import GateDecision, MixState, RunInfo
 from moai.scorer.privacy import stored_query
@@ -98,6 +98,8 @@ def make_gate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, Command[Any]
         thread_id, user_id = caller(context)
         run_id = context.run_id or str(uuid.uuid4())
         run = RunInfo(run_id=run_id, mix=mix.spec.name, arm=state.get("arm"), thread_id=thread_id, user_id=user_id)
+        if (key_id := caller_key(context)) is not None:
+            run["key_id"] = key_id
         row = {"mix": run["mix"], "arm": run["arm"], "thread_id": run["thread_id"], "user_id": run["user_id"]}
         query, flagged, history = state["query"], state.get("sensitive", False), state.get("history", [])
         rule = mix.spec.gate.constraints.sensitive

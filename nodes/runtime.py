@@ -110,7 +110,10 @@ class MixRuntime:
     def record(self, kind: str, run: RunInfo, row: Mapping[str, object]) -> None:
         """Hand a usage row, tagged with its run, to the monitor (no wait, and never an error)."""
         if self.recorder is not None:
-            self.recorder.record(kind, {"run_id": run["run_id"], "ts": time.time()} | dict(row))
+            tags: dict[str, object] = {"run_id": run["run_id"], "ts": time.time()}
+            if kind in ("run", "call") and run.get("key_id"):
+                tags["key_id"] = run.get("key_id")  # whose key pays: the server's limits sum these rows
+            self.recorder.record(kind, tags | dict(row))
 
     def learned_from(self, run: RunInfo, query: str, selected: list[str]) -> None:
         """Record the learning gate's choice for a run, so that its outcomes can update the bandit later.

@@ -29,6 +29,7 @@ class RunInfo(TypedDict):
     arm: str | None
     thread_id: str | None
     user_id: str | None
+    key_id: NotRequired[str | None]
 
 
 class Call(TypedDict):

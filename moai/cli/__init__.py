@@ -232,7 +232,25 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from moai.serve import serve
 
-    serve(args.host, args.port, args.mixes, args.workers)
+    serve(args.host, args.port, args.mixes, args.workers, args.keys)
+    return 0
+
+
+def _keys_add(args: argparse.Namespace) -> int:
+    import math
+
+    from moai.serve.keys import MAX_DAILY_USD, MAX_RPM, add_key
+
+    daily, rpm = args.daily_usd, args.rpm
+    if daily is not None and not (math.isfinite(daily) and 0 <= daily <= MAX_DAILY_USD):
+        print(f"error: --daily-usd: {daily} is out of range: give 0 to {MAX_DAILY_USD:.0e}", file=sys.stderr)
+        return 2
+    if rpm is not None and not 1 <= rpm <= MAX_RPM:
+        print(f"error: --rpm: {rpm} is out of range: give 1 to {MAX_RPM}", file=sys.stderr)
+        return 2
+    key = add_key(args.file, args.id, daily, rpm)
+    print(key)  # the one time the key is shown: the file keeps its hash only
+    print(f"added key '{args.id}' to {args.file}: give the key above to its user; it is not stored", file=sys.stderr)
     return 0
 
 
@@ -289,7 +307,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     p.add_argument("--mixes", default=None, metavar="DIR", help="a folder of mix files served besides the bundled ones")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--keys", default=None, metavar="FILE", help="a keys file (moai keys add): every request needs a bearer key"
+    )
     p.set_defaults(func=_serve)
+    p = sub.add_parser("keys", help="manage the bearer keys of moai serve")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    p = keys.add_parser("add", help="make a new key, print it once, add its hash to a keys file")
+    p.add_argument("--id", required=True, help="the key's id (recorded in every usage row of its requests)")
+    p.add_argument("--daily-usd", type=float, default=None, help="most US dollars its runs may cost a day (UTC)")
+    p.add_argument("--rpm", type=int, default=None, help="most requests a minute")
+    p.add_argument("--file", required=True, help="the keys file (.yaml, .yml or .json; made if missing)")
+    p.set_defaults(func=_keys_add)
     p = sub.add_parser("list", help="list the bundled mixes")
     p.set_defaults(func=_list)
     p = sub.add_parser("schema", help="print the JSON Schema of mix files")

@@ -10,6 +10,10 @@ finite number) and then not applied: every model of a mix keeps the settings its
 one value pressed on proposers, judges and aggregator alike would change what the mix is. What a mix
 cannot do yet (`tools`, `response_format`, `n` > 1) is refused by name (see `schemas.unsupported`).
 
+With `keys` (`moai serve --keys FILE`), every request but `/health` needs a bearer key of the file
+(401 otherwise), and a chat completion one within the key's daily spend and rate (429 with the reason and
+`Retry-After` otherwise; see `moai.serve.keys`); the key's id goes into every usage row of its runs.
+
 A streamed reply sends `x-moai-run-id` in its headers; the models, cost and path are known only at its
 end, so they come in the last chunk's `moai` field (a field OpenAI's clients keep and ignore).
 """
@@ -23,7 +27,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -41,6 +45,7 @@ from moai.chat_model import MixtureChatModel
 from moai.errors import MixError, MixRunError, ProviderError
 from moai.mix_instructions import bundled_mixes, load_any
 from moai.serve.errors import ApiError, error_response
+from moai.serve.keys import KeyGuard, Keys, load_keys
 from moai.serve.metrics import Metrics
 from moai.serve.schemas import ChatCompletionRequest, ChatMessage, FeedbackRequest, unsupported
 from moai.usage import record_feedback
@@ -122,6 +127,8 @@ def create_app(
     usage_db: str | os.PathLike[str] | None = None,
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
+    keys: str | os.PathLike[str] | Keys | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     """Return the server's ASGI app.
 
@@ -129,12 +136,27 @@ def create_app(
         mixes_dir: A folder of mix files served besides the bundled mixes (a file wins on a name).
         usage_db: Where runs and feedback are recorded, as for `moai.load_mix`.
         max_body_bytes: The largest request body accepted.
+        keys: A keys file (or its keys): every request but `/health` then needs one of its bearer keys,
+            and a chat completion one within its limits. None: no key is asked for.
+        clock: The time now (Unix seconds) the keys' limits count with; tests give their own.
 
     Raises:
-        MixError: A mix file of `mixes_dir` is not valid (see `Catalog`).
+        MixError: A mix file of `mixes_dir` is not valid (see `Catalog`), the keys file is not valid, or
+            a key has a limit while the usage store is off.
     """
     catalog = Catalog(mixes_dir, usage_db)
+    guard = None if keys is None else KeyGuard(keys if isinstance(keys, Keys) else load_keys(keys), usage_db, clock)
     metrics = Metrics()
+
+    async def authorize(request: Request, *, limits: bool = False) -> str | None:
+        """Return the id of the request's key (None without `keys`); 401 without one, 429 over its limits."""
+        if guard is None:
+            return None
+        header = request.headers.get("authorization")
+        if not limits:
+            return guard.check_key(header).id
+        return (await run_in_threadpool(guard.check, header)).id
+
     app = FastAPI(title="moai", summary="Mixes of models behind an OpenAI-compatible API", docs_url=None)
     app.state.catalog = catalog
     app.state.metrics = metrics
@@ -161,11 +183,13 @@ def create_app(
         return {"status": "ok", "mixes": len(catalog.sources)}
 
     @app.get("/metrics")
-    async def prometheus() -> PlainTextResponse:
+    async def prometheus(request: Request) -> PlainTextResponse:
+        await authorize(request)
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
+    async def models(request: Request) -> dict[str, Any]:
+        await authorize(request)
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "moai", "description": catalog.description(name)}
             for name in catalog.names()
@@ -174,6 +198,7 @@ def create_app(
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> dict[str, Any]:
+        await authorize(request)
         body = _parse(FeedbackRequest, await _read_json(request, max_body_bytes))
         try:
             await run_in_threadpool(record_feedback, body.run_id, body.score, body.comment, db=usage_db)
@@ -188,6 +213,7 @@ def create_app(
         started = time.perf_counter()
         mix = "-"  # an unknown model's name is not a label: clients could grow the metrics without bound
         try:
+            key_id = await authorize(request, limits=True)  # before the body is read: a stranger's costs nothing
             body = _parse(ChatCompletionRequest, await _read_json(request, max_body_bytes))
             model = await run_in_threadpool(catalog.model, body.model)
             mix = body.model
@@ -196,8 +222,9 @@ def create_app(
             messages = to_messages(body.messages)
             run_id = str(uuid.uuid4())
             config: dict[str, Any] = {"run_id": uuid.UUID(run_id)}
-            if body.user:
-                config["configurable"] = {"user_id": body.user}
+            configurable = {"user_id": body.user, "key_id": key_id}
+            if any(configurable.values()):
+                config["configurable"] = {name: value for name, value in configurable.items() if value}
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
                 return await _stream(model, messages, config, mix, run_id, include_usage, metrics, started)
@@ -225,8 +252,9 @@ def create_app(
 
 
 def app_from_env() -> FastAPI:
-    """Return the app for `moai serve`'s workers: the mixes folder in $MOAI_SERVE_MIXES (usage: $MOAI_USAGE_DB)."""
-    return create_app(os.environ.get("MOAI_SERVE_MIXES") or None)
+    """Return the app for `moai serve`'s workers: the mixes folder in $MOAI_SERVE_MIXES, the keys file in
+    $MOAI_SERVE_KEYS (usage: $MOAI_USAGE_DB)."""
+    return create_app(os.environ.get("MOAI_SERVE_MIXES") or None, keys=os.environ.get("MOAI_SERVE_KEYS") or None)
 
 
 def to_messages(messages: Sequence[ChatMessage]) -> list[BaseMessage]:

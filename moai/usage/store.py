@@ -1,11 +1,12 @@
 """Where usage rows live: SQLite in WAL mode by default, PostgreSQL when given a database URL.
 
-Five tables: `runs` (one row a query through a mix), `calls` (one row a model call, whatever its
+Six tables: `runs` (one row a query through a mix), `calls` (one row a model call, whatever its
 outcome), `feedback` (scores users gave to runs), and online learning's `learn_contexts` (a learning
 gate's choice: the query's embedding, the model, the scorer's prediction) and `learn_updates` (one
-outcome of such a choice, from feedback or a judge: what every process's bandit adds up). A database
-written before a table existed gets it when it is next opened. Both back-ends speak the same SQL, written once
-with `?` placeholders; PostgreSQL's driver gets them as `%s`.
+outcome of such a choice, from feedback or a judge: what every process's bandit adds up), and
+`key_requests` (when each request of a server's key was let in: its rate limit, across processes). A
+database written before a table or column existed gets it when it is next opened. Both back-ends speak
+the same SQL, written once with `?` placeholders; PostgreSQL's driver gets them as `%s`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ RUN_COLUMNS = (
     "baseline_model",
     "baseline_cost_usd",
     "finished_ts",
+    "key_id",
 )
 """`selected`, `scores` and `models_used` hold JSON; `status` is running, ok or error."""
 
@@ -68,6 +70,7 @@ CALL_COLUMNS = (
     "error",
     "fallback_for",
     "usage_estimated",
+    "key_id",
 )
 
 _REAL = {
@@ -184,6 +187,10 @@ class UsageStore:
         updates = f"id {key}, mix TEXT, model TEXT, run_id TEXT, ts {real}, prior {real}, reward {real}, source TEXT"
         updates += f", x {blob}"
         with self._transaction() as cur:
+            if self.postgres:
+                # Two processes creating one table at once collide in PostgreSQL's catalog even with IF NOT
+                # EXISTS: the first to open the database does it, the others wait (SQLite's write lock does this).
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext('moai-usage-schema'))")
             cur.execute(f"CREATE TABLE IF NOT EXISTS learn_contexts ({contexts})")
             cur.execute(f"CREATE TABLE IF NOT EXISTS learn_updates ({updates})")
             cur.execute("CREATE INDEX IF NOT EXISTS learn_contexts_run ON learn_contexts (run_id)")
@@ -194,6 +201,16 @@ class UsageStore:
             cur.execute("CREATE INDEX IF NOT EXISTS calls_run ON calls (run_id)")
             cur.execute("CREATE INDEX IF NOT EXISTS calls_ts ON calls (ts)")
             cur.execute("CREATE INDEX IF NOT EXISTS runs_ts ON runs (ts)")
+            cur.execute(f"CREATE TABLE IF NOT EXISTS key_requests (key_id TEXT NOT NULL, ts {self._type('ts')})")
+            cur.execute("CREATE INDEX IF NOT EXISTS key_requests_key ON key_requests (key_id, ts)")
+            for table, columns in (("runs", RUN_COLUMNS), ("calls", CALL_COLUMNS)):
+                # A database of an earlier release lacks the columns added since: they are added, empty.
+                cur.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+                present = {d[0] for d in cur.description}
+                for column in (c for c in columns if c not in present):
+                    exists = " IF NOT EXISTS" if self.postgres else ""  # SQLite's write lock already serialises this
+                    cur.execute(f"ALTER TABLE {table} ADD COLUMN{exists} {column} {self._type(column)}")
+            cur.execute("CREATE INDEX IF NOT EXISTS calls_key ON calls (key_id, ts)")
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -350,6 +367,39 @@ class UsageStore:
             if isinstance(reward, float) and math.isfinite(reward):
                 out.append((int(id_), str(model), values.tolist(), prior, reward))
         return out
+
+    def key_spend(self, key_id: str, since: float) -> float:
+        """Return the US dollars the calls of a key's runs cost at or after `since` (a Unix time).
+
+        Calls, not runs: each call's row is written as it ends, a run's cost only when the run does.
+        """
+        rows = self._select("SELECT SUM(cost_usd) AS spent FROM calls WHERE key_id = ? AND ts >= ?", [key_id, since])
+        spent = rows[0]["spent"] if rows else None
+        return float(spent) if spent is not None else 0.0
+
+    def admit(self, key_id: str, limit: int, window_s: float, now: float | None = None) -> float | None:
+        """Let one request of a key in if fewer than `limit` were let in over the last `window_s` seconds.
+
+        Counting and adding are one transaction, serialised per key (SQLite's write lock, PostgreSQL's
+        advisory lock), so processes sharing the database share the limit.
+
+        Returns:
+            None when the request is let in (and counted), else the seconds until the window has room.
+        """
+        now = time.time() if now is None else now
+        start = now - window_s
+        with self._transaction() as cur:
+            if self.postgres:
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"moai-key:{key_id}"])
+            cur.execute(self._sql("DELETE FROM key_requests WHERE key_id = ? AND ts <= ?"), [key_id, start])
+            cur.execute(
+                self._sql("SELECT COUNT(*), MIN(ts) FROM key_requests WHERE key_id = ? AND ts > ?"), [key_id, start]
+            )
+            count, oldest = cur.fetchone()
+            if int(count) >= limit:
+                return max(0.0, float(oldest) + window_s - now) if oldest is not None else window_s
+            cur.execute(self._sql("INSERT INTO key_requests (key_id, ts) VALUES (?, ?)"), [key_id, now])
+        return None
 
     def close(self) -> None:
         """Close the connection."""
