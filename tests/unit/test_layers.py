@@ -138,3 +138,9 @@ def test_no_file_edits_sys_path() -> None:
     edits = [str(p.relative_to(ROOT)) for p in python_files() if "sys.path.insert" in p.read_text()]
     edits = [e for e in edits if e != "tests/unit/test_layers.py"]
     assert not edits, f"these files edit sys.path: {edits}"
+
+
+def test_test_files_have_unique_basenames() -> None:
+    # pytest imports test files by basename (rootdir import mode): two files of one name collide.
+    names = [p.name for p in sorted((ROOT / "tests").rglob("test_*.py"))]
+    assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
