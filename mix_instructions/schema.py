@@ -52,6 +52,7 @@ __all__ = [
     "SplitSpec",
     "Step",
     "StopWhen",
+    "UsageSpec",
 ]
 
 # Hard maxima. Each bounds how many model calls, graph steps or bytes a mix can cause, so a typo cannot
@@ -560,6 +561,17 @@ class Circuit(_Strict):
     )
 
 
+class UsageSpec(_Strict):
+    """What the usage monitor keeps of this mix's runs beyond their cost and outcome."""
+
+    record_answers: bool = Field(
+        False,
+        description="Keep each proposer's answer text with its call, so that `moai usage export --responses` "
+        "can write the traffic as a responses file for a replay mix (shadow evaluation). Never kept for a "
+        "sensitive query, whatever this says.",
+    )
+
+
 class MixSpec(_Strict):
     """A mix: a pool of models, a gate, the steps that run, and how the answer is made."""
 
@@ -577,6 +589,7 @@ class MixSpec(_Strict):
     )
     aggregate: AggregateSpec = Field(default=AggregateSpec(), description="How the answer is made.")
     circuit: Circuit = Field(default=Circuit(), description="When a failing model is put in cooldown.")
+    usage: UsageSpec = Field(default=UsageSpec(), description="What the usage monitor keeps of the runs.")
 
 
 class Arm(_Strict):

@@ -96,10 +96,13 @@ async def call_model(
     sensitive: bool,
     allowance_usd: float | None,
     run: RunInfo,
+    answers: bool = False,
 ) -> tuple[AIMessage | None, str | None, list[Call]]:
     """Call a model, or its fallbacks in order, within the privacy rule and the allowance.
 
     Every attempt goes to the usage monitor as it ends, so a run that fails later still leaves its rows.
+    When `answers` (the call answers the query itself, as a proposer's does) and the mix records answers,
+    the reply's text goes with its row, unless the query is sensitive: then it never does.
 
     Returns:
         The reply (None if every route failed or was refused), the model that gave it, and a record
@@ -107,9 +110,14 @@ async def call_model(
     """
     calls: list[Call] = []
 
-    def done(call: Call) -> None:
+    keep_answer = answers and mix.spec.usage.record_answers and not sensitive
+
+    def done(call: Call, reply: AIMessage | None = None) -> None:
         calls.append(call)
-        mix.record("call", run, {"mix": run["mix"], "arm": run["arm"], "thread_id": run["thread_id"], **call})
+        row: dict[str, Any] = {"mix": run["mix"], "arm": run["arm"], "thread_id": run["thread_id"], **call}
+        if keep_answer and reply is not None and call["status"] == "ok":
+            row["response"] = reply.text  # in the usage row only: the run's state and output do not carry it
+        mix.record("call", run, row)
 
     allowed = mix.spec.gate.constraints.sensitive.allow_privacy
     for candidate in [name, *mix.spec.models[name].fallbacks]:
@@ -161,7 +169,8 @@ async def call_model(
                 error="ValueError: empty reply" if empty else None,
                 usage_estimated=usage.get("estimated", False),
                 cost_usd=recorded_cost,
-            )
+            ),
+            reply,
         )
         if not empty:
             return reply, candidate, calls

@@ -35,6 +35,7 @@ def make_propose(mix: MixRuntime, step: ProposeStep) -> Callable[[ProposeTask], 
             sensitive=task["sensitive"],
             allowance_usd=task["allowance_usd"],
             run=task["run"],
+            answers=True,
         )
         label = task["model"] if task["role"] is None else f"{task['model']}/{task['role']}"
         if model != task["model"]:

@@ -49,16 +49,23 @@ def usage_report(args: argparse.Namespace) -> int:
 
 
 def usage_export(args: argparse.Namespace) -> int:
-    """Run `moai usage export`: write the runs that got feedback as routing JSONL."""
+    """Run `moai usage export`: write the runs that got feedback as routing JSONL, or the recorded answers."""
     from moai.usage.export import export_feedback
 
     db = _database(args)
     if db is None:
         return 2
-    written = export_feedback(db, args.out, args.since)
+    written = export_feedback(db, args.out, args.since, responses=args.responses)
     where = "standard output" if args.out == "-" else args.out
-    print(f"wrote {written} routing lines to {where}", file=sys.stderr)
-    if not written:
+    kind = "response" if args.responses else "routing"
+    print(f"wrote {written} {kind} lines to {where}", file=sys.stderr)
+    if not written and args.responses:
+        print(
+            "no answer was recorded in this period: set `usage: {record_answers: true}` in the mix "
+            "(answers to sensitive queries are never recorded)",
+            file=sys.stderr,
+        )
+    elif not written:
         print("no run in this period has feedback yet: add some with `moai feedback RUN_ID SCORE`", file=sys.stderr)
     return 0
 
@@ -117,6 +124,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         action="store_true",
         default=True,
         help="export the runs that got feedback, scored by it (the default and only source)",
+    )
+    p.add_argument(
+        "--responses",
+        action="store_true",
+        help="write the recorded answers instead, as a responses file for `provider: replay` (shadow evaluation): "
+        "one line per (run, model whose answer was recorded), with response, cost, tokens, and score = the run's "
+        "mean feedback or null; needs the mix's `usage: {record_answers: true}`",
     )
     p.add_argument(
         "--out", default="-", metavar="FILE", help="JSONL file to write (replaced; default: standard output)"

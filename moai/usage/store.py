@@ -71,7 +71,9 @@ CALL_COLUMNS = (
     "fallback_for",
     "usage_estimated",
     "key_id",
+    "response",
 )
+"""`response` holds a proposer's answer text where its mix records answers (`usage.record_answers`), else NULL."""
 
 _REAL = {
     "ts",
