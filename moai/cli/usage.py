@@ -114,16 +114,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     p = usage_sub.add_parser(
         "export",
-        help="write the runs users scored as routing JSONL, for `moai scorer train`",
+        help="write the runs users scored as routing JSONL, for `moai scorer train`; or, with --responses, "
+        "the recorded answers, for `provider: replay`",
         description="Write routing JSONL ({id, prompt, task, model, score, cost}) from the usage database: one "
         "line per (run, model that answered it); score = the run's mean feedback, task = the mix. Feedback is "
-        "the only score the database holds, so only runs with feedback are exported (--feedback, the default).",
+        "the only score the database holds, so only runs with feedback are exported (--feedback, the default). "
+        "With --responses: the recorded answers as a responses file (the same lines plus response, tokens_in, "
+        "tokens_out; cost = that call's; score = the run's feedback or null), every recorded answer exported.",
     )
     p.add_argument(
         "--feedback",
         action="store_true",
         default=True,
-        help="export the runs that got feedback, scored by it (the default and only source)",
+        help="export the runs that got feedback, scored by it (the default)",
     )
     p.add_argument(
         "--responses",
