@@ -87,7 +87,7 @@ def mix_runtime(spec: MixSpec, source: str = "<mix>", usage_db: str | os.PathLik
     from moai.usage import LearnReader, monitor_for, resolve_db
 
     for name, model in spec.models.items():
-        check_chat_model(name, model)  # a missing package is named now, not at the model's first call
+        check_chat_model(name, model, source)  # a missing package is named now, not at the model's first call
     db = resolve_db(usage_db)
     learn_log = LearnReader(db) if db and spec.gate.learn is not None else None
     return MixRuntime(

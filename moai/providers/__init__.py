@@ -74,17 +74,18 @@ _LANGCHAIN_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _langchain_class(name: str, spec: ModelSpec) -> type[BaseChatModel]:
+def _langchain_class(name: str, spec: ModelSpec, mix_file: str | None = None) -> type[BaseChatModel]:
     """Return the LangChain class of a `langchain` model, or raise ProviderError naming the package to install."""
+    where = f"{mix_file}: models.{name}" if mix_file else f"models.{name}"
     try:
         from langchain.chat_models.base import _BUILTIN_PROVIDERS
     except ImportError:
         raise ProviderError(
-            f"models.{name}: provider 'langchain' needs the package langchain: pip install 'mixture-of-ai[langchain]'"
+            f"{where}: provider 'langchain' needs the package langchain: pip install 'mixture-of-ai[langchain]'"
         ) from None
     prefix = spec.model.partition(":")[0]
     if prefix not in _BUILTIN_PROVIDERS:  # the schema layer refuses it; a MixSpec built in code may not have been
-        raise ProviderError(f"models.{name}: '{prefix}' is not a provider init_chat_model knows")
+        raise ProviderError(f"{where}: '{prefix}' is not a provider init_chat_model knows")
     module, class_name, _ = _BUILTIN_PROVIDERS[prefix]
     # ollama's chat model also lives, older, in langchain-community, where init_chat_model looks too.
     modules = [module, "langchain_community.chat_models"] if prefix == "ollama" else [module]
@@ -93,7 +94,7 @@ def _langchain_class(name: str, spec: ModelSpec) -> type[BaseChatModel]:
             cls: type[BaseChatModel] = getattr(importlib.import_module(candidate), class_name)
             return cls
     package = module.partition(".")[0].replace("_", "-")
-    raise ProviderError(f"models.{name}: provider '{prefix}' needs the package {package}: pip install {package}")
+    raise ProviderError(f"{where}: provider '{prefix}' needs the package {package}: pip install {package}")
 
 
 def _accepted(cls: type[BaseChatModel]) -> set[str]:
@@ -158,12 +159,13 @@ def make_chat_model(name: str, spec: ModelSpec, mix_file: str | None = None) -> 
     return PROVIDERS[spec.provider](name, spec)
 
 
-def check_chat_model(name: str, spec: ModelSpec) -> None:
+def check_chat_model(name: str, spec: ModelSpec, mix_file: str | None = None) -> None:
     """Raise ProviderError if a model cannot be built for want of a package, before any query needs it.
 
     Args:
         name: The model's name in the mix.
         spec: Its declaration.
+        mix_file: The mix file, named in the message.
     """
     if spec.provider == "langchain":
-        _langchain_class(name, spec)
+        _langchain_class(name, spec, mix_file)
