@@ -71,6 +71,7 @@ _LANGCHAIN_SETTINGS: dict[str, tuple[str, ...]] = {
     "base_url": ("base_url", "endpoint_url"),
     "api_key": ("api_key",),
     "retries": ("max_retries",),
+    "stream_usage": ("stream_usage",),
 }
 
 
@@ -119,6 +120,7 @@ def _langchain(name: str, spec: ModelSpec) -> BaseChatModel:
         "base_url": spec.base_url,
         "api_key": key,
         "retries": 0,
+        "stream_usage": True,  # a streamed call's tokens count against the budget as a plain call's do
     }
     accepted = _accepted(cls)
     kwargs: dict[str, Any] = {}
