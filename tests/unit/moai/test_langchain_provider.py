@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from langchain.chat_models.base import _BUILTIN_PROVIDERS
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from moai.api import load_mix
 from moai.cli import main
@@ -59,7 +60,7 @@ def test_the_factory_passes_each_setting_under_the_name_the_class_takes() -> Non
     assert isinstance(model, ChatOpenAI)
     assert model.model_name == "smollm2"
     assert model.openai_api_base == "http://127.0.0.1:8080/v1"
-    assert model.openai_api_key is not None and model.openai_api_key.get_secret_value() == "secret"
+    assert isinstance(model.openai_api_key, SecretStr) and model.openai_api_key.get_secret_value() == "secret"
     assert (model.max_tokens, model.temperature, model.request_timeout) == (77, 0.3, 9)
     assert model.max_retries == 0  # the runtime retries, with its backoff
 
@@ -74,7 +75,7 @@ def test_a_model_from_a_mix_file_reads_its_key_from_the_environment(
     monkeypatch.setenv("LC_TEST_KEY", "from-env")
     model = make_chat_model("claude", load_spec(path).models["claude"])
     assert isinstance(model, ChatOpenAI)
-    assert model.openai_api_key is not None and model.openai_api_key.get_secret_value() == "from-env"
+    assert isinstance(model.openai_api_key, SecretStr) and model.openai_api_key.get_secret_value() == "from-env"
 
 
 @pytest.mark.parametrize("model", ["claude-3-5-haiku", "anthropic:", "antropic:claude-3-5-haiku", ":x"])
