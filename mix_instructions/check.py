@@ -8,12 +8,30 @@ from typing import NoReturn
 from moai.errors import MixError
 from moai.mix_instructions.schema import RESERVED_MODEL_NAMES, JudgeStep, MixSpec, ProposeStep
 
-__all__ = ["check_mix", "step_successors"]
+__all__ = ["LANGCHAIN_PROVIDERS", "check_mix", "langchain_providers", "step_successors"]
 
 RESERVED = ("gate", "aggregate", "__start__", "__end__")
 JOIN_PREFIX = "before_"
 """Joins between two propose steps are named `before_<step>`: step names may not start so."""
 AGGREGATE = "aggregate"
+LANGCHAIN_PROVIDERS = (
+    *("anthropic", "anthropic_bedrock", "azure_ai", "azure_openai", "baseten", "bedrock", "bedrock_converse"),
+    *("bedrock_mantle_anthropic", "bedrock_mantle_openai", "cohere", "deepseek", "fireworks"),
+    *("google_anthropic_vertex", "google_genai", "google_vertexai", "groq", "huggingface", "ibm", "langsmith"),
+    *("litellm", "meta", "mistralai", "nvidia", "ollama", "openai", "openrouter", "perplexity", "together"),
+    *("upstage", "xai"),
+)
+"""The provider prefixes init_chat_model knows, as of langchain 1.5: used where langchain is not installed."""
+
+
+def langchain_providers() -> tuple[str, ...]:
+    """Return the provider prefixes of `provider: langchain` models: langchain's own list where it is installed."""
+    try:
+        # Its registry is private, so read defensively; a mix then validates as the installed langchain builds.
+        from langchain.chat_models.base import _BUILTIN_PROVIDERS
+    except ImportError:
+        return LANGCHAIN_PROVIDERS
+    return tuple(sorted(_BUILTIN_PROVIDERS)) if isinstance(_BUILTIN_PROVIDERS, dict) else LANGCHAIN_PROVIDERS
 
 
 def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
@@ -54,6 +72,15 @@ def check_mix(spec: MixSpec, source: str = "<mix>") -> None:
             fail(f"models.{name}.responses", "only provider 'replay' takes a responses file")
         if model.provider == "replay" and model.responses is None:
             fail(f"models.{name}.responses", "provider 'replay' needs the responses file whose answers it gives")
+        if model.provider == "langchain":
+            prefix, colon, model_id = model.model.partition(":")
+            known = langchain_providers()
+            if not colon or not model_id or prefix not in known:
+                fail(
+                    f"models.{name}.model",
+                    f"'{_short(model.model)}' is not '<provider>:<model>' with a provider init_chat_model knows; "
+                    f"valid providers: {', '.join(known)}",
+                )
 
     gate = spec.gate
     candidates = gate.candidates if gate.candidates is not None else pool

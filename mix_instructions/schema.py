@@ -152,13 +152,17 @@ class Price(_Strict):
 class ModelSpec(_Strict):
     """One model of the pool: where it runs, what it costs, and how far a query may travel to it."""
 
-    provider: Literal["local", "openai", "fake", "replay"] = Field(
+    provider: Literal["local", "openai", "langchain", "fake", "replay"] = Field(
         description="Backend: 'local' (embedded, no key, no network), 'openai' (any OpenAI-compatible "
-        "endpoint), 'fake' (scripted replies, for tests), 'replay' (the answers `model` gave, recorded in "
-        "a responses file)."
+        "endpoint), 'langchain' (any chat model LangChain's init_chat_model builds, from the integration "
+        "package installed, e.g. langchain-anthropic), 'fake' (scripted replies, for tests), 'replay' (the "
+        "answers `model` gave, recorded in a responses file)."
     )
     model: str = Field(
-        min_length=1, description="Model id at the provider, e.g. 'smollm2-135m-instruct' or 'gpt-4o-mini'."
+        min_length=1,
+        description="Model id at the provider, e.g. 'smollm2-135m-instruct' or 'gpt-4o-mini'; for provider "
+        "'langchain', '<provider>:<model>' as init_chat_model takes it, e.g. 'anthropic:claude-3-5-haiku-latest' "
+        "(base_url, api_key, temperature, max_tokens and timeout_s are passed on where the integration takes them).",
     )
     base_url: str | None = Field(
         None, pattern=r"^https?://\S+$", description="Endpoint of an OpenAI-compatible server: http(s)://host:port/v1."

@@ -83,9 +83,11 @@ def mix_runtime(spec: MixSpec, source: str = "<mix>", usage_db: str | os.PathLik
         source: Where it came from, for messages.
         usage_db: As for `load_mix`.
     """
-    from moai.providers import make_chat_model
+    from moai.providers import check_chat_model, make_chat_model
     from moai.usage import LearnReader, monitor_for, resolve_db
 
+    for name, model in spec.models.items():
+        check_chat_model(name, model, source)  # a missing package is named now, not at the model's first call
     db = resolve_db(usage_db)
     learn_log = LearnReader(db) if db and spec.gate.learn is not None else None
     return MixRuntime(

@@ -143,12 +143,12 @@ class MixRuntime:
     def chat_model(self, name: str) -> BaseChatModel:
         """Return the chat model of a pool member, building it on first use.
 
-        An `openai` model is built once per event loop: its async HTTP connections belong to the loop
-        that opened them, and `invoke` or repeated `asyncio.run` calls each bring a new loop.
+        An `openai` or `langchain` model is built once per event loop: its async HTTP connections belong
+        to the loop that opened them, and `invoke` or repeated `asyncio.run` calls each bring a new loop.
         """
         with self._lock:
             models = self._models
-            if self.spec.models[name].provider == "openai" and name not in self._models:
+            if self.spec.models[name].provider in ("openai", "langchain") and name not in self._models:
                 models = self._per_loop.setdefault(asyncio.get_running_loop(), {})
             if name not in models:
                 models[name] = self.make_model(name, self.spec.models[name])

@@ -24,7 +24,7 @@ __all__ = ["main"]
 
 def _validate(args: argparse.Namespace) -> int:
     from moai.api import build_mix
-    from moai.errors import MixError
+    from moai.errors import MixError, ProviderError
     from moai.mix_instructions import MixSpec, load_any
 
     failed = 0
@@ -32,7 +32,7 @@ def _validate(args: argparse.Namespace) -> int:
         try:
             spec = load_any(path)
             build_mix(path)
-        except MixError as err:
+        except (MixError, ProviderError) as err:
             print(f"error: {err}", file=sys.stderr)
             failed += 1
             continue
@@ -334,10 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # a flag argparse refuses exits 2 here, as argparse always does
     try:
         code: int = args.func(args)
-    except MixError as err:
+    except (MixError, ProviderError) as err:  # a ProviderError is raised while a mix is built: a setup mistake
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (MixRunError, ProviderError) as err:
+    except MixRunError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return code

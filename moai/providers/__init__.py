@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
+from moai.errors import ProviderError
 from moai.mix_instructions.schema import ModelSpec
 
-__all__ = ["PROVIDERS", "ProviderError", "make_chat_model"]
-
-
-class ProviderError(RuntimeError):
-    """A model that cannot be built as declared (missing key, missing package)."""
+__all__ = ["PROVIDERS", "ProviderError", "check_chat_model", "make_chat_model"]
 
 
 def _openai(name: str, spec: ModelSpec) -> BaseChatModel:
@@ -61,8 +61,85 @@ def _replay(name: str, spec: ModelSpec) -> BaseChatModel:
     return ReplayChatModel(responses=Path(spec.responses or ""), model=spec.model)
 
 
+# Each setting of a model, and the names LangChain integrations give it (field names or aliases), in
+# the order tried: the first one a class takes is passed, so no integration gets a keyword it would
+# forward, unknown, to its API.
+_LANGCHAIN_SETTINGS: dict[str, tuple[str, ...]] = {
+    "temperature": ("temperature",),
+    "max_tokens": ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict", "max_new_tokens"),
+    "timeout_s": ("timeout", "request_timeout", "default_request_timeout"),
+    "base_url": ("base_url", "endpoint_url"),
+    "api_key": ("api_key",),
+    "retries": ("max_retries",),
+    "stream_usage": ("stream_usage",),
+}
+
+
+def _langchain_class(name: str, spec: ModelSpec, mix_file: str | None = None) -> type[BaseChatModel]:
+    """Return the LangChain class of a `langchain` model, or raise ProviderError naming the package to install."""
+    where = f"{mix_file}: models.{name}" if mix_file else f"models.{name}"
+    try:
+        from langchain.chat_models.base import _BUILTIN_PROVIDERS
+    except ImportError:
+        raise ProviderError(
+            f"{where}: provider 'langchain' needs the package langchain: pip install 'mixture-of-ai[langchain]'"
+        ) from None
+    prefix = spec.model.partition(":")[0]
+    if prefix not in _BUILTIN_PROVIDERS:  # the schema layer refuses it; a MixSpec built in code may not have been
+        raise ProviderError(f"{where}: '{prefix}' is not a provider init_chat_model knows")
+    module, class_name, _ = _BUILTIN_PROVIDERS[prefix]
+    # ollama's chat model also lives, older, in langchain-community, where init_chat_model looks too.
+    modules = [module, "langchain_community.chat_models"] if prefix == "ollama" else [module]
+    for candidate in modules:
+        if importlib.util.find_spec(candidate.partition(".")[0]) is not None:
+            cls: type[BaseChatModel] = getattr(importlib.import_module(candidate), class_name)
+            return cls
+    package = module.partition(".")[0].replace("_", "-")
+    raise ProviderError(f"{where}: provider '{prefix}' needs the package {package}: pip install {package}")
+
+
+def _accepted(cls: type[BaseChatModel]) -> set[str]:
+    names = set()
+    for field, info in cls.model_fields.items():
+        names |= {field, *(a for a in (info.alias, info.validation_alias) if isinstance(a, str))}
+    return names
+
+
+def _langchain(name: str, spec: ModelSpec) -> BaseChatModel:
+    from langchain.chat_models import init_chat_model
+
+    cls = _langchain_class(name, spec)
+    key = spec.api_key
+    if key is not None and key.startswith("${"):
+        raise ProviderError(f"models.{name}: api_key {key} refers to an environment variable that is not set")
+    # Retries are the runtime's (with backoff, per attempt timeout), so the integration's own are off.
+    values = {
+        "temperature": spec.temperature,
+        "max_tokens": spec.max_tokens,
+        "timeout_s": spec.timeout_s,
+        "base_url": spec.base_url,
+        "api_key": key,
+        "retries": 0,
+        "stream_usage": True,  # a streamed call's tokens count against the budget as a plain call's do
+    }
+    accepted = _accepted(cls)
+    kwargs: dict[str, Any] = {}
+    for setting, value in values.items():
+        if value is None:
+            continue
+        keyword = next((k for k in _LANGCHAIN_SETTINGS[setting] if k in accepted), None)
+        if keyword is not None:
+            kwargs[keyword] = value
+        elif setting in ("base_url", "api_key", "max_tokens"):
+            # Dropping these would send the query elsewhere, with other credentials, or past the budget's bound.
+            raise ProviderError(f"models.{name}: {cls.__name__} takes no {setting} setting: remove it from the model")
+    model: BaseChatModel = init_chat_model(spec.model, **kwargs)
+    return model
+
+
 PROVIDERS: dict[str, Callable[[str, ModelSpec], BaseChatModel]] = {
     "openai": _openai,
+    "langchain": _langchain,
     "local": _local,
     "fake": _fake,
     "replay": _replay,
@@ -82,3 +159,15 @@ def make_chat_model(name: str, spec: ModelSpec, mix_file: str | None = None) -> 
 
         spec = spec.model_copy(update={"responses": str(resolve_responses(spec.responses, mix_file))})
     return PROVIDERS[spec.provider](name, spec)
+
+
+def check_chat_model(name: str, spec: ModelSpec, mix_file: str | None = None) -> None:
+    """Raise ProviderError if a model cannot be built for want of a package, before any query needs it.
+
+    Args:
+        name: The model's name in the mix.
+        spec: Its declaration.
+        mix_file: The mix file, named in the message.
+    """
+    if spec.provider == "langchain":
+        _langchain_class(name, spec, mix_file)

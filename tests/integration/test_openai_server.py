@@ -230,6 +230,24 @@ async def test_route_records_the_servers_usage_and_cost(proxy: FaultProxy) -> No
     assert call["latency_s"] > 0
 
 
+async def test_a_langchain_model_built_by_init_chat_model_answers_and_is_recorded(proxy: FaultProxy) -> None:
+    model = server_model(proxy.url, provider="langchain", model="openai:smollm2", api_key="${LC_TEST_UNUSED:-none}")
+    graph = route_mix("route_langchain", {"server": model})
+    result = await run(graph)
+
+    [exchange] = proxy.chat_exchanges()
+    assert exchange.status == 200
+    request, response = exchange.request_json(), exchange.response_json()
+    assert request["model"] == "smollm2"  # the prefix chose the integration; the rest is the model's id
+    assert result["answer"] == response["choices"][0]["message"]["content"] != ""
+    [call] = result["calls"]
+    assert (call["model"], call["provider"], call["status"]) == ("server", "langchain", "ok")
+    assert (call["tokens_in"], call["tokens_out"]) == (
+        response["usage"]["prompt_tokens"],
+        response["usage"]["completion_tokens"],
+    )
+
+
 def streaming_mix(url: str, server_step: str) -> Any:
     """`server_step` = "answer": the server proposes alone; "aggregate": it synthesises two fakes' answers."""
     if server_step == "answer":
