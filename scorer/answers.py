@@ -275,5 +275,6 @@ def _evaluate(expression: str) -> Decimal | None:
 
 
 def _close(value: Decimal, written: Decimal) -> bool:
-    decimals = max(0, -written.as_tuple().exponent) if isinstance(written.as_tuple().exponent, int) else 0
+    exponent = written.as_tuple().exponent
+    decimals = max(0, -exponent) if isinstance(exponent, int) else 0
     return abs(_DECIMAL.subtract(value, written)) < Decimal(1).scaleb(-decimals)

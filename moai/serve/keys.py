@@ -273,9 +273,9 @@ class KeyGuard:
                         headers={"Retry-After": str(max(1, math.ceil(wait)))},
                     )
             if key.rpm is not None:
-                wait = self._store.admit(key.id, key.rpm, WINDOW_S, now)
-                if wait is not None:
-                    retry = max(1, math.ceil(wait))
+                refused_for = self._store.admit(key.id, key.rpm, WINDOW_S, now)
+                if refused_for is not None:
+                    retry = max(1, math.ceil(refused_for))
                     raise ApiError(
                         429,
                         f"the key '{key.id}' is over its rate of {key.rpm} requests a minute: retry in {retry} s",
