@@ -18,18 +18,16 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 # The gate benchmark's helpers: `python bench/gate_descriptions.py` runs with bench/ on the path.
-from gate import TimedEncoder, mmlu_questions
+from gate import mmlu_questions, single
 
 from moai.api import mix_runtime
 from moai.mix_instructions.load import parse_spec
-from moai.nodes.gate import decide
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_P50_MS = 1.0
@@ -74,24 +72,9 @@ def pool_spec() -> dict[str, Any]:
 
 
 def measure(n: int, warmup: int) -> dict[str, list[float]]:
-    """Return per-query ms: total `decide`, the encoder inside it, and the rest."""
+    """Return per-query ms: total `decide`, the encoder inside it, and the rest (as `bench/gate.py` times it)."""
     mix = mix_runtime(parse_spec(pool_spec(), "bench/gate_descriptions.py"), usage_db="off")
-    timed = TimedEncoder(mix.scorer.encoder)  # type: ignore[attr-defined]
-    mix.scorer.encoder = timed  # type: ignore[attr-defined]
-    queries = mmlu_questions()
-    queries = queries[: n + warmup]
-    out: dict[str, list[float]] = {"total": [], "encoder": [], "rest": []}
-    for i, query in enumerate(queries):
-        timed.seconds = 0.0
-        start = time.perf_counter()
-        decision = decide(mix, query, False)
-        total = time.perf_counter() - start
-        assert len(decision["selected"]) == 3, decision
-        if i >= warmup:
-            out["total"].append(total * 1000)
-            out["encoder"].append(timed.seconds * 1000)
-            out["rest"].append((total - timed.seconds) * 1000)
-    return out
+    return single(mix, mix.scorer.encoder, mmlu_questions()[warmup : warmup + n], warmup)  # type: ignore[attr-defined]
 
 
 def main() -> None:

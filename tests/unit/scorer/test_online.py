@@ -16,6 +16,21 @@ def _x(seed: int, dim: int = 8) -> np.ndarray:
     return features(np.random.default_rng(seed).normal(size=dim))
 
 
+def cluster_data(n: int, seed: int, cost: float = np.nan) -> tuple[np.ndarray, np.ndarray, RoutingData]:
+    """Return `two_clusters`' embeddings and scores, and the routing data of models a, b, c over them."""
+    emb, scores, _ = two_clusters(n, seed=seed)
+    data = RoutingData(
+        ids=tuple(str(i) for i in range(n)),
+        sources=("s",) * n,
+        prompts=tuple(f"q{i}" for i in range(n)),
+        tasks=("t",) * n,
+        models=("a", "b", "c"),
+        scores=scores,
+        costs=np.full((n, 3), cost),
+    )
+    return emb, scores, data
+
+
 def test_a_new_bandit_scores_exactly_its_prior() -> None:
     bandit = LinearBandit(["a", "b"], 9)
     assert bandit.means(_x(0), {"a": 0.7, "b": 0.2}) == {"a": 0.7, "b": 0.2}
@@ -62,38 +77,18 @@ def test_exploring_scores_are_optimistic_with_linucb() -> None:
 
 def test_the_replay_learns_which_model_each_cluster_needs() -> None:
     """Two clusters, each answered only by its own model: after 300 queries, the policy recovers most of the gap."""
-    emb, scores, _ = two_clusters(600, seed=0)
-    n = len(emb)
-    data = RoutingData(
-        ids=tuple(str(i) for i in range(n)),
-        sources=("s",) * n,
-        prompts=tuple(f"q{i}" for i in range(n)),
-        tasks=("t",) * n,
-        models=("a", "b", "c"),
-        scores=scores,
-        costs=np.full((n, 3), np.nan),
-    )
+    emb, scores, data = cluster_data(600, seed=0)
     report, choice = replay(data, emb, explore=0.1, seed=0, checkpoints=(100, 300))
     curve = {p["n"]: p for p in report["curve"]}
     assert curve[300]["rest_gap"] > 0.8
     assert set(report) == {"quality", "explored_share", "shares", "curve", "settings"}
-    assert np.mean(scores[np.arange(n), choice]) == pytest.approx(report["quality"], abs=1e-6)
+    assert np.mean(scores[np.arange(len(emb)), choice]) == pytest.approx(report["quality"], abs=1e-6)
 
 
 def test_the_benchmark_reports_the_online_replay_beside_the_offline_methods() -> None:
     from moai.scorer.benchmark.evaluate import METHOD_KEYS, format_table, run_benchmark
 
-    emb, scores, _ = two_clusters(400, seed=1)
-    n = len(emb)
-    data = RoutingData(
-        ids=tuple(str(i) for i in range(n)),
-        sources=("s",) * n,
-        prompts=tuple(f"q{i}" for i in range(n)),
-        tasks=("t",) * n,
-        models=("a", "b", "c"),
-        scores=scores,
-        costs=np.full((n, 3), 0.001),
-    )
+    emb, _, data = cluster_data(400, seed=1, cost=0.001)
     train, test = data.subset(np.arange(200)), data.subset(np.arange(200, 400))
     report = run_benchmark(train, test, emb[:200], emb[200:], methods=["best_single", "online"])
     online = report["methods"]["online"]
@@ -105,17 +100,7 @@ def test_the_benchmark_reports_the_online_replay_beside_the_offline_methods() ->
 
 def test_the_replay_starts_from_a_given_prior() -> None:
     """With a prior that already knows the clusters, the replay routes well from its first query."""
-    emb, scores, _ = two_clusters(200, seed=2)
-    n = len(emb)
-    data = RoutingData(
-        ids=tuple(str(i) for i in range(n)),
-        sources=("s",) * n,
-        prompts=tuple(f"q{i}" for i in range(n)),
-        tasks=("t",) * n,
-        models=("a", "b", "c"),
-        scores=scores,
-        costs=np.full((n, 3), np.nan),
-    )
+    emb, scores, data = cluster_data(200, seed=2)
     report, _ = replay(data, emb, explore=0.0, priors=scores * 0.8 + 0.1, checkpoints=(20,))
     assert report["curve"][0]["seen_gap"] == 1.0
     with pytest.raises(ValueError, match="shape"):
