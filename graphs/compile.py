@@ -82,7 +82,7 @@ def _finishing_on_error(mix: MixRuntime, afunc: Callable[..., Awaitable[Any]]) -
         except BaseException as err:
             run = state.get("run") if isinstance(state, Mapping) else None
             if run:
-                mix.record("finish", run, {"status": "error", "error": f"{type(err).__name__}: {err}"[:500]})
+                mix.fail(run, f"{type(err).__name__}: {err}"[:500])  # the original error is what propagates
             raise
 
     return node
