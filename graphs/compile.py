@@ -118,7 +118,8 @@ def build_graph(mix: MixRuntime) -> StateGraph[MixState, MixContext, MixInput, M
     propose_steps = {step.name for step in spec.steps if isinstance(step, ProposeStep)}
     builder = StateGraph(MixState, context_schema=MixContext, input_schema=MixInput, output_schema=MixOutput)
 
-    builder.add_node("gate", node(make_gate(mix)), destinations=(spec.steps[0].name,))
+    # The gate sends a turn that carries tool results straight to the aggregator (see `nodes.gate`).
+    builder.add_node("gate", node(make_gate(mix)), destinations=(spec.steps[0].name, "aggregate"))
     for step in spec.steps:
         target = successors[step.name]
         if isinstance(step, ProposeStep):

@@ -2,7 +2,7 @@
 
 `MixtureChatModel(mix="routemoa")` answers a conversation with the whole mix (gate, proposers, judges,
 aggregator). It works with `invoke`, `ainvoke`, `batch`, `stream` (the aggregator's tokens), in LCEL
-chains, and as the model of a LangGraph agent that calls no tools.
+chains, with `bind_tools` and `with_structured_output`, and as the model of a LangGraph agent with tools.
 
 How messages map onto the mix's input:
 
@@ -11,20 +11,30 @@ How messages map onto the mix's input:
   has its own system prompts, and its judges see only the query, not the history: prefixed to the
   query, a chain's instructions reach every model of the mix, and every provider (some chat templates
   accept one system message only, and only first). The gate then routes on the instructions too.
-- Tools are not supported: a mix answers in text. `bind_tools` (and so `with_structured_output`) raises
-  `NotImplementedError`, and so does a conversation with tool calls or `ToolMessage`s in it. `stop`
-  sequences are ignored.
+- Tools go to the model whose reply is the mix's answer: the proposers of a mix that passes one answer
+  through (aggregate `best` or `last`: route, cascade), the aggregator of a `synthesize` mix (its
+  proposers answer in text). Their tool calls come back as the reply's `tool_calls`, and the model that
+  made them as `response_metadata["answered_by"]`. A conversation that ends with the tools' results
+  (an AI message with tool calls, then `ToolMessage`s) goes straight to that model: no gate, no
+  proposers, one call (its fallbacks if it fails, those that take tools). A model that cannot take tools
+  (the embedded llama.cpp ones) answers in text unless `tool_choice` requires a call; then it fails and
+  its fallbacks are tried. See `moai.nodes.tools`.
+- `with_structured_output` (`json_schema`, the default; `json_mode`; `function_calling`) asks the
+  answering model for JSON: a reply that is not JSON, or breaks a strict schema, counts as a failed
+  call, so the fallbacks are tried. `stop` sequences are ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, NotRequired, TypeVar, cast
+from typing import Any, Literal, NotRequired, TypeVar, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -46,20 +56,25 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough, ensure_config
 from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool
 from langchain_core.tracers._streaming import _StreamingCallbackHandler, _V2StreamingCallbackHandler
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StreamMode
-from pydantic import PrivateAttr
+from pydantic import BaseModel, PrivateAttr
 from typing_extensions import TypedDict
 
 from moai.api import build_mix, load_mix
 from moai.mix_instructions import MixSpec
 from moai.nodes.context import MixContext
 from moai.nodes.state import Call, GateDecision, MixInput
+from moai.nodes.tools import check_offer
 
 __all__ = ["MixtureChatModel"]
 
@@ -84,20 +99,13 @@ class _Run(TypedDict):
     key_id: NotRequired[str | None]
 
 
-_NO_TOOLS = (
-    "a mix answers in text: MixtureChatModel cannot call tools or return structured output through tool "
-    "calls. Use it where a model answers in words (a chain, an agent without tools), and parse its text "
-    "with an output parser if you need structure."
-)
-
-
 class MixtureChatModel(BaseChatModel):
     """A mix of models behind LangChain's chat model interface.
 
     The reply's `usage_metadata` sums the tokens of every model call of the run; its
     `response_metadata` holds `mix`, `model_name`, `run_id` (for `moai.usage.record_feedback`),
-    `thread_id`, `models_used`, the gate's `selected`, `scores` and `cache_hit`, `cost_usd`, `trace` and
-    `calls`.
+    `thread_id`, `models_used`, the gate's `selected`, `scores` and `cache_hit`, `cost_usd`, `trace`,
+    `calls`, and `answered_by` (the model whose reply is the answer; a tool call's results go back to it).
     A run's id is LangChain's run id, so LangSmith traces and the usage rows share it; a
     `configurable.thread_id` (and `user_id`, and `key_id`: the server key the request came with) in the
     config is recorded with the run.
@@ -116,7 +124,7 @@ class MixtureChatModel(BaseChatModel):
 
     Raises:
         MixRunError: (from `invoke` and the like) No model of the mix answered.
-        NotImplementedError: Tools were bound or the conversation holds tool calls.
+        ValueError: Malformed tools, tool choice or response format, or a conversation the mix cannot answer.
     """
 
     mix: MixSpec | Path | str
@@ -165,15 +173,90 @@ class MixtureChatModel(BaseChatModel):
         self,
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
         *,
-        tool_choice: str | None = None,
+        tool_choice: dict[str, Any] | str | bool | None = None,
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Refuse: a mix answers in text.
+        """Offer tools to the model that answers (see the module's docstring), as `ChatOpenAI.bind_tools` does.
+
+        Args:
+            tools: LangChain tools, functions, pydantic classes, or OpenAI tool dicts.
+            tool_choice: `auto`, `none`, `required` (or `any`), a tool's name, True (the only tool), or
+                OpenAI's `{"type": "function", "function": {"name": ...}}`.
+            strict: Passed on in each tool's definition (OpenAI's strict schemas).
+            **kwargs: Bound as well (`parallel_tool_calls` is accepted and left to the model).
 
         Raises:
-            NotImplementedError: Always.
+            ValueError: The tools or the choice are malformed, too many or too large.
         """
-        raise NotImplementedError(_NO_TOOLS)
+        formatted = [convert_to_openai_tool(tool, strict=strict) for tool in tools]
+        names = [tool["function"]["name"] for tool in formatted]
+        choice: str | dict[str, Any] | None
+        if tool_choice is None or tool_choice is False:
+            choice = None
+        elif tool_choice is True:
+            if len(names) != 1:
+                raise ValueError(f"tool_choice=True needs exactly one tool; got {len(names)}")
+            choice = {"type": "function", "function": {"name": names[0]}}
+        elif tool_choice == "any":
+            choice = "required"
+        elif isinstance(tool_choice, str) and tool_choice not in ("auto", "none", "required"):
+            choice = {"type": "function", "function": {"name": tool_choice}}
+        else:
+            choice = tool_choice
+        check_offer(formatted, choice)  # refused now, not at the first call
+        kwargs.pop("parallel_tool_calls", None)  # a mix calls what its answering model calls
+        return self.bind(tools=formatted, tool_choice=choice, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: Literal["json_schema", "json_mode", "function_calling"] = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Answer in the shape of `schema`, parsed (as `ChatOpenAI.with_structured_output` does).
+
+        Args:
+            schema: A pydantic class, a TypedDict, a JSON schema or an OpenAI tool dict.
+            method: `json_schema` (the answering model gets the schema as its response format), `json_mode`
+                (a JSON object, the schema only in the parser), or `function_calling` (the schema as a tool
+                the model must call).
+            include_raw: Return `{"raw": AIMessage, "parsed": ..., "parsing_error": ...}`.
+            strict: For `json_schema`, check the reply against the schema (a reply that breaks it is a
+                failed call, so the fallbacks are tried); for `function_calling`, passed to the tool.
+
+        Raises:
+            ValueError: An unknown method or argument.
+        """
+        if kwargs:
+            raise ValueError(f"unsupported arguments: {sorted(kwargs)}")
+        if method == "function_calling":
+            return super().with_structured_output(schema, include_raw=include_raw, strict=strict)
+        if method not in ("json_schema", "json_mode"):
+            raise ValueError(f"method must be json_schema, json_mode or function_calling; got {method!r}")
+        pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        parser: Runnable[Any, Any] = (
+            PydanticOutputParser(pydantic_object=schema) if pydantic else JsonOutputParser()  # type: ignore[arg-type]
+        )
+        if method == "json_mode":
+            response_format: dict[str, Any] = {"type": "json_object"}
+        else:
+            function = convert_to_openai_tool(schema)["function"]
+            spec = {"name": function["name"], "schema": function.get("parameters", {}), "strict": bool(strict)}
+            response_format = {"type": "json_schema", "json_schema": spec}
+        check_offer(response_format=response_format)
+        llm = self.bind(
+            response_format=response_format,
+            ls_structured_output_format={"kwargs": {"method": method, "strict": strict}, "schema": schema},
+        )
+        if not include_raw:
+            return llm | parser
+        parsed = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        failed = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
 
     # The public entry points fix the run id before LangChain opens the run, and pass it on with the
     # thread, so that the mix's run and LangChain's share an id whichever path LangChain takes.
@@ -348,7 +431,7 @@ class MixtureChatModel(BaseChatModel):
         kwargs: dict[str, Any],
     ) -> tuple[MixInput, RunnableConfig, MixContext]:
         """Return the mix's input, the config and the context of one run."""
-        query, history = _split(messages)
+        query, history, turn, resume = _split(messages)
         run: _Run | None = kwargs.get(_RUN)
         if run is None:  # called through `generate`, not the methods above
             run = _Run(run_id=str(run_manager.run_id if run_manager else uuid.uuid4()), thread_id=None, user_id=None)
@@ -371,8 +454,17 @@ class MixtureChatModel(BaseChatModel):
             manager.handlers = [h for h in manager.handlers if not _streams(h)]
             manager.inheritable_handlers = [h for h in manager.inheritable_handlers if not _streams(h)]
             config["callbacks"] = manager
-        context = MixContext(budget_usd=self.budget_usd, top_k=self.top_k, run_id=run_id)
-        return MixInput(query=query, history=history, sensitive=self.sensitive), config, context
+        context = MixContext(
+            budget_usd=self.budget_usd,
+            top_k=self.top_k,
+            run_id=run_id,
+            tools=kwargs.get("tools"),
+            tool_choice=kwargs.get("tool_choice"),
+            response_format=kwargs.get("response_format"),
+            resume=resume,
+        )
+        # `turn` always goes in, empty or not: with a checkpointer, one left out would keep the last run's.
+        return MixInput(query=query, history=history, sensitive=self.sensitive, turn=turn), config, context
 
 
 def _apart(start: Callable[[], Iterator[_T]]) -> Iterator[_T]:
@@ -478,36 +570,73 @@ class _Outcome:
             "cost_usd": sum(c["cost_usd"] for c in calls),
             "trace": list(final["trace"]),
             "calls": [dict(c) for c in calls],
+            "answered_by": final.get("answered_by"),
         }
+        tool_calls = list(final.get("tool_calls") or [])
         if last:
             text = "" if self.streamed else final["answer"]
-            return AIMessageChunk(content=text, usage_metadata=usage, response_metadata=metadata, chunk_position="last")
-        return AIMessage(content=final["answer"], usage_metadata=usage, response_metadata=metadata)
+            chunks = [
+                tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+                for i, c in enumerate(tool_calls)
+            ]
+            return AIMessageChunk(
+                content=text,
+                tool_call_chunks=chunks,
+                usage_metadata=usage,
+                response_metadata=metadata,
+                chunk_position="last",
+            )
+        return AIMessage(
+            content=final["answer"], tool_calls=tool_calls, usage_metadata=usage, response_metadata=metadata
+        )
 
 
-def _split(messages: Sequence[BaseMessage]) -> tuple[str, list[AnyMessage]]:
-    """Return the query (system texts first) and the earlier turns of a conversation.
+def _split(messages: Sequence[BaseMessage]) -> tuple[str, list[AnyMessage], list[AnyMessage], str | None]:
+    """Return the query (system texts first), the earlier turns, and a tool turn with the model it resumes.
+
+    A tool turn is what follows the last human message when the mix answered it with tool calls: the AI
+    messages with the calls and the `ToolMessage`s with their results. It goes back to the model that
+    made the calls (`response_metadata["answered_by"]` of the last AI message); None when no model is
+    recorded (a conversation built by hand): then the gate picks the model that continues it.
 
     Raises:
-        NotImplementedError: The conversation holds tool calls or tool results.
-        ValueError: No human message, or a message other than a system one after the last.
+        ValueError: No human message, a message after the last that is no tool turn, or a tool result
+            that answers no call.
     """
-    for message in messages:
-        if isinstance(message, ToolMessage) or (isinstance(message, AIMessage) and message.tool_calls):
-            raise NotImplementedError(_NO_TOOLS)
     last = next((i for i in range(len(messages) - 1, -1, -1) if isinstance(messages[i], HumanMessage)), None)
     if last is None:
         raise ValueError("MixtureChatModel needs a human message to answer; got none")
-    after = [m.type for m in messages[last + 1 :] if not isinstance(m, SystemMessage)]
+    after = [m for m in messages[last + 1 :] if not isinstance(m, SystemMessage)]
+    turn: list[AnyMessage] = []
+    resume: str | None = None
     if after:
-        raise ValueError(f"MixtureChatModel answers the last human message; it is followed by: {', '.join(after)}")
+        called: set[str] = set()
+        for message in after:
+            if isinstance(message, AIMessage) and message.tool_calls:
+                called |= {str(c["id"]) for c in message.tool_calls}
+                model = message.response_metadata.get("answered_by")
+                resume = model if isinstance(model, str) and model else None
+                turn.append(AIMessage(message.text, tool_calls=message.tool_calls))
+            elif isinstance(message, ToolMessage) and message.tool_call_id in called:
+                turn.append(ToolMessage(message.text, tool_call_id=message.tool_call_id, name=message.name))
+            else:
+                types = ", ".join(m.type for m in after)
+                raise ValueError(
+                    "MixtureChatModel answers the last human message, or the results of the tools the mix "
+                    "called after it (an AI message with tool calls, then a tool message per call); it is "
+                    f"followed by: {types}"
+                )
+        if not isinstance(after[-1], ToolMessage):
+            raise ValueError("a conversation that goes on after the last human message must end with tool results")
     system = [m.text for m in messages if isinstance(m, SystemMessage) and m.text]
     history: list[AnyMessage] = []
     for message in messages[:last]:
         if isinstance(message, HumanMessage):
             history.append(HumanMessage(message.text))
         elif isinstance(message, AIMessage):
-            history.append(AIMessage(message.text))
+            history.append(AIMessage(message.text, tool_calls=message.tool_calls))
+        elif isinstance(message, ToolMessage):
+            history.append(ToolMessage(message.text, tool_call_id=message.tool_call_id, name=message.name))
         elif not isinstance(message, SystemMessage):
-            raise ValueError(f"MixtureChatModel takes system, human and AI messages; got {message.type}")
-    return "\n\n".join([*system, messages[last].text]), history
+            raise ValueError(f"MixtureChatModel takes system, human, AI and tool messages; got {message.type}")
+    return "\n\n".join([*system, messages[last].text]), history, turn, resume

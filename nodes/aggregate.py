@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from typing import Any
 
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolCall
 from langgraph.runtime import Runtime
 
 from moai.nodes._dispatch import budget_of, remaining_budget
 from moai.nodes.call import call_model
 from moai.nodes.context import MixContext
-from moai.nodes.prompts import aggregate_messages
+from moai.nodes.prompts import aggregate_messages, propose_messages
 from moai.nodes.runtime import MixRuntime, nothing_answered
 from moai.nodes.state import Call, MixState, Proposal
+from moai.nodes.tools import Offer, requires_call
 from moai.scorer.privacy import stored_answer
 from moai.scorer.select import call_cost
 
@@ -59,23 +61,34 @@ def _finish_row(mix: MixRuntime, answer: str, used: list[str], calls: list[Call]
 
 
 def make_aggregate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, dict[str, Any]]]:
-    """Return the aggregate node."""
+    """Return the aggregate node.
+
+    In a `synthesize` mix the aggregator gets the caller's tools and response format (the proposers
+    answered in text), and is called even on a single proposal when there are any: it is the one that may
+    call a tool. A turn that carries tool results (the context's `resume`) is answered here, by one call
+    to the model that called the tools.
+    """
     spec = mix.spec.aggregate
 
     async def aggregate(state: MixState, runtime: Runtime[MixContext]) -> dict[str, Any]:
+        context = runtime.context or MixContext()
+        offer = context.offer
+        if context.resume is not None:
+            return await _resumed(mix, state, context.resume, replace(offer, resuming=True), context)
         proposals = state.get("proposals", [])
         if not proposals:
             raise mix.fail(state["run"], nothing_answered(mix.spec.name, state.get("calls", [])))
         last_layer = max(p["layer"] for p in proposals)
         latest = [p for p in proposals if p["layer"] == last_layer]
         calls: list[Call] = []
-        answer = best_proposal(state, proposals if spec.mode == "best" else latest)["content"]
+        best = best_proposal(state, proposals if spec.mode == "best" else latest)
+        answer, tool_calls, answered_by = best["content"], list(best.get("tool_calls", [])), best["model"]
         trace = f"aggregate:{spec.mode}"
-        if spec.mode == "synthesize" and len(latest) > 1:
+        if spec.mode == "synthesize" and (len(latest) > 1 or offer):
             model = spec.model if spec.model not in (None, "top1") else _top_model(state)
             assert model is not None  # the schema check requires an aggregator for 'synthesize'
 
-            reply, _, calls = await call_model(
+            reply, by, calls = await call_model(
                 mix,
                 "aggregate",
                 model,
@@ -83,18 +96,80 @@ def make_aggregate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, dict[st
                 sensitive=state["sensitive"],
                 allowance_usd=remaining_budget(budget_of(mix, runtime.context), state),
                 run=state["run"],
+                offer=offer,
             )
             if reply is not None:
-                answer = reply.text
+                answer, tool_calls, answered_by = reply.text, list(reply.tool_calls), by
+            elif offer.json is not None or requires_call(offer):
+                # A proposer's prose is not the JSON, nor the tool call, the caller asked for.
+                raise mix.fail(state["run"], nothing_answered(mix.spec.name, [*state.get("calls", []), *calls]))
             else:
                 trace = "aggregate:best"  # the aggregator failed or was refused: the best answer stands
         elif spec.mode == "synthesize":
             trace = "aggregate:single"
-        all_calls = [*state.get("calls", []), *calls]
-        used = list(dict.fromkeys(c["model"] for c in all_calls if c["status"] == "ok"))
-        stored = stored_answer(answer, mix.spec.gate.constraints.sensitive, sensitive=state["sensitive"])
-        mix.record("finish", state["run"], _finish_row(mix, stored, used, all_calls))
-        history = [*state.get("history", []), HumanMessage(state["query"]), AIMessage(answer)]
-        return {"answer": answer, "calls": calls, "models_used": used, "trace": [trace], "history": history}
+        return _finish(mix, state, calls, answer, tool_calls, answered_by, trace)
 
     return aggregate
+
+
+async def _resumed(mix: MixRuntime, state: MixState, model: str, offer: Offer, context: MixContext) -> dict[str, Any]:
+    """Answer a turn that carries tool results with one call to the model that called the tools.
+
+    Its fallbacks answer only if it fails, and only those that take tools (see `Offer.resuming`).
+    """
+    turn = list(state.get("turn", []))
+    messages = [
+        *propose_messages(
+            state["query"],
+            history=state.get("history", []),
+            prompt="answer",
+            instructions=None,
+            references=[],
+            critique=None,
+            ask_confidence=False,
+        ),
+        *turn,
+    ]
+    reply, by, calls = await call_model(
+        mix,
+        "aggregate",
+        model,
+        messages,
+        sensitive=state["sensitive"],
+        allowance_usd=remaining_budget(budget_of(mix, context), state),
+        run=state["run"],
+        answers=True,
+        offer=offer,
+    )
+    if reply is None:
+        raise mix.fail(state["run"], nothing_answered(mix.spec.name, calls))
+    label = model if by == model else f"{model}->{by}"
+    return _finish(mix, state, calls, reply.text, list(reply.tool_calls), by, f"aggregate:resume[{label}]", turn)
+
+
+def _finish(
+    mix: MixRuntime,
+    state: MixState,
+    calls: list[Call],
+    answer: str,
+    tool_calls: list[ToolCall],
+    answered_by: str | None,
+    trace: str,
+    turn: Sequence[AnyMessage] = (),
+) -> dict[str, Any]:
+    """Record how the run ended; return the node's update."""
+    all_calls = [*state.get("calls", []), *calls]
+    used = list(dict.fromkeys(c["model"] for c in all_calls if c["status"] == "ok"))
+    stored = stored_answer(answer, mix.spec.gate.constraints.sensitive, sensitive=state["sensitive"])
+    mix.record("finish", state["run"], _finish_row(mix, stored, used, all_calls))
+    reply = AIMessage(answer, tool_calls=tool_calls) if tool_calls else AIMessage(answer)
+    history = [*state.get("history", []), HumanMessage(state["query"]), *turn, reply]
+    return {
+        "answer": answer,
+        "calls": calls,
+        "models_used": used,
+        "trace": [trace],
+        "history": history,
+        "tool_calls": tool_calls,
+        "answered_by": answered_by,
+    }

@@ -17,6 +17,7 @@ from moai.mix_instructions.schema import ModelSpec
 from moai.nodes.prompts import query_of
 from moai.nodes.runtime import MixRuntime, transient_errors
 from moai.nodes.state import Call, RunInfo
+from moai.nodes.tools import Offer, check_reply
 from moai.scorer.data.responses import resolve_responses, responses_index
 from moai.scorer.select import call_cost
 
@@ -97,12 +98,18 @@ async def call_model(
     allowance_usd: float | None,
     run: RunInfo,
     answers: bool = False,
+    offer: Offer | None = None,
 ) -> tuple[AIMessage | None, str | None, list[Call]]:
     """Call a model, or its fallbacks in order, within the privacy rule and the allowance.
 
     Every attempt goes to the usage monitor as it ends, so a run that fails later still leaves its rows.
     When `answers` (the call answers the query itself, as a proposer's does) and the mix records answers,
     the reply's text goes with its row, unless the query is sensitive: then it never does.
+
+    With an `offer` (the caller's tools, tool choice and response format: only the call that gives the
+    run's answer gets one), a reply may be tool calls instead of text; a reply that does not meet the
+    offer (not the JSON asked for, no call where one is required) is a failed call, billed and recorded,
+    and the fallbacks are tried.
 
     Returns:
         The reply (None if every route failed or was refused), the model that gave it, and a record
@@ -133,7 +140,7 @@ async def call_model(
             continue
         start = time.perf_counter()
         try:
-            reply = await mix.ainvoke(candidate, messages)
+            reply = await mix.ainvoke(candidate, messages, offer)
         except Exception as err:
             if not isinstance(err, NoRecordedAnswer):  # a replay's gap says nothing of the model's health
                 mix.breaker.record(candidate, ok=False)
@@ -154,24 +161,27 @@ async def call_model(
         recorded_cost = _recorded_cost(spec, reply)
         if recorded_cost is not None:
             usage["estimated"] = bool(reply.response_metadata.get("usage_estimated", False))
-        empty = not reply.text.strip()  # billed all the same, so recorded with its tokens
-        mix.breaker.record(candidate, ok=not empty)
+        # An empty reply, or one that breaks the offer, is billed all the same, so recorded with its tokens.
+        wrong = "ValueError: empty reply" if not reply.text.strip() and not reply.tool_calls else None
+        if wrong is None and offer and (why := check_reply(reply, offer)) is not None:
+            wrong = f"ValueError: {why}"
+        mix.breaker.record(candidate, ok=wrong is None)
         done(
             _record(
                 mix,
                 node,
                 candidate,
-                status="error" if empty else "ok",
+                status="error" if wrong else "ok",
                 fallback_for=fallback_for,
                 tokens_in=usage.get("input_tokens", 0),
                 tokens_out=usage.get("output_tokens", 0),
                 latency_s=time.perf_counter() - start,
-                error="ValueError: empty reply" if empty else None,
+                error=wrong,
                 usage_estimated=usage.get("estimated", False),
                 cost_usd=recorded_cost,
             ),
             reply,
         )
-        if not empty:
+        if wrong is None:
             return reply, candidate, calls
     return None, None, calls

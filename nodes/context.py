@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from langgraph.config import get_config
 
 from moai.mix_instructions.schema import MAX_MODELS
+from moai.nodes.tools import Offer, check_offer
 
 __all__ = ["MixContext", "caller", "caller_key"]
 
@@ -33,13 +35,36 @@ class MixContext:
         default=None,
         metadata={"description": "The id of the server key the request came with: recorded in every usage row."},
     )
+    tools: list[dict[str, Any]] | None = field(
+        default=None,
+        metadata={
+            "description": "Tools the answering model may call, in OpenAI's shape ({type: function, function: "
+            "{name, description, parameters}}); its tool calls come back in the output's tool_calls."
+        },
+    )
+    tool_choice: str | dict[str, Any] | None = field(
+        default=None,
+        metadata={"description": "auto (default), none, required, or {type: function, function: {name}}."},
+    )
+    response_format: dict[str, Any] | None = field(
+        default=None,
+        metadata={"description": "{type: json_object} or {type: json_schema, json_schema: {name, schema, strict}}."},
+    )
+    resume: str | None = field(
+        default=None,
+        metadata={
+            "description": "The model that made the tool calls whose results this turn carries (the input's "
+            "turn): the turn goes to it directly, without the gate and the proposers."
+        },
+    )
 
     def __post_init__(self) -> None:
         """Refuse a value the mix file could not hold, so no caller can switch the budget off by a NaN.
 
         Raises:
-            ValueError: `budget_usd` is not a finite number >= 0, or `top_k` not an integer from 1 to
-                `MAX_MODELS` (a `top_k` above the mix's candidates picks them all).
+            ValueError: `budget_usd` is not a finite number >= 0, `top_k` not an integer from 1 to
+                `MAX_MODELS` (a `top_k` above the mix's candidates picks them all), or the tools, tool
+                choice or response format are malformed or too large (see `moai.nodes.tools`).
         """
         budget = self.budget_usd
         if budget is not None and (
@@ -51,6 +76,17 @@ class MixContext:
             isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_MODELS
         ):
             raise ValueError(f"MixContext.top_k must be an integer from 1 to {MAX_MODELS} or None, got {top_k!r}")
+        try:
+            self._offer = check_offer(self.tools, self.tool_choice, self.response_format)
+        except ValueError as err:
+            raise ValueError(f"MixContext.{err}") from None
+        if self.resume is not None and (not isinstance(self.resume, str) or not 0 < len(self.resume) <= 200):
+            raise ValueError(f"MixContext.resume must be a model's name or None, got {str(self.resume)[:64]!r}")
+
+    @property
+    def offer(self) -> Offer:
+        """Return the tools, tool choice and response format, validated, for the answering call."""
+        return self._offer
 
 
 def caller(context: MixContext | None) -> tuple[str | None, str | None]:

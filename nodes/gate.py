@@ -103,8 +103,11 @@ def make_gate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, Command[Any]
         row = {"mix": run["mix"], "arm": run["arm"], "thread_id": run["thread_id"], "user_id": run["user_id"]}
         query, flagged, history = state["query"], state.get("sensitive", False), state.get("history", [])
         rule = mix.spec.gate.constraints.sensitive
+        turn = state.get("turn") or []
+        if context.resume is not None:
+            return _resume(mix, state, context.resume, run, row)
         try:
-            decision = decide(mix, query, flagged, context.top_k, state.get("kept"), history)
+            decision = decide(mix, query, flagged, context.top_k, state.get("kept"), [*history, *turn])
         except MixRunError as err:
             # Refused queries are mostly sensitive ones that no allowed model may take: redacted as well.
             sensitive = is_sensitive(query, flagged, rule, _texts(history))
@@ -118,6 +121,10 @@ def make_gate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, Command[Any]
             "kept": int(decision["kept"]),
             "cache_hit": int(decision["cache_hit"]),
         }
+        if turn:
+            # Tool results whose caller is not known (a conversation built by hand): the gate's first
+            # choice continues it.
+            return _resume(mix, state, decision["selected"][0], run, row)
         mix.record("run", run, row | chosen | {"status": "running"})
         if not decision["sensitive"]:
             # A sensitive query's embedding is not stored: its text is not, and an embedding gives much of it away.
@@ -134,10 +141,63 @@ def make_gate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, Command[Any]
             "tried": list(decision["selected"]),
             "layer": 0,
             "rounds": {},
+            "turn": [],
         }
         more, goto = route_to(mix, update, first, budget_of(mix, context))
         # A thread's next turn starts its records afresh: with a checkpointer, the lists would go on growing.
-        fresh = {key: Overwrite([]) for key in ("proposals", "verdicts", "calls")} | {"trace": Overwrite(["gate"])}
-        return Command(update=update | more | fresh, goto=goto)
+        return Command(update=update | more | _fresh("gate"), goto=goto)
 
     return gate
+
+
+def _fresh(trace: str) -> dict[str, Overwrite]:
+    # A thread's next turn starts its records afresh: with a checkpointer, the lists would go on growing.
+    return {key: Overwrite([]) for key in ("proposals", "verdicts", "calls")} | {"trace": Overwrite([trace])}
+
+
+def _resume(mix: MixRuntime, state: MixState, model: str, run: RunInfo, row: dict[str, Any]) -> Command[Any]:
+    """Send a turn that carries tool results straight to the model that called the tools, via the aggregator.
+
+    No scoring and no proposers: the call continues the one that asked for the tools. Privacy and budget
+    still hold, since `call_model` enforces them on that call and its fallbacks.
+
+    Raises:
+        MixRunError: The mix has no model of that name.
+    """
+    query, flagged, history = state["query"], state.get("sensitive", False), state.get("history", [])
+    turn = list(state.get("turn", []))
+    rule = mix.spec.gate.constraints.sensitive
+    # What the tools returned may be what makes the query sensitive.
+    sensitive = is_sensitive(query, flagged, rule, _texts([*history, *turn]))
+    row["query"] = stored_query(query, rule, sensitive=sensitive, flagged=flagged)
+    if model not in mix.spec.models:
+        models = ", ".join(mix.spec.models)
+        error = f"mix '{mix.spec.name}': resume: no model '{model[:64]}' in the mix; its models: {models}"
+        mix.record("run", run, row | {"status": "error", "error": error, "finished_ts": time.time()})
+        raise MixRunError(error)
+    decision = GateDecision(
+        scores={},
+        ranking=[model],
+        excluded={},
+        selected=[model],
+        sensitive=sensitive,
+        fallback_used=False,
+        kept=True,
+        cache_hit=False,
+    )
+    mix.record("run", run, row | {"selected": [model], "scores": {}, "kept": 1, "cache_hit": 0, "status": "running"})
+    update: dict[str, Any] = {
+        "run": run,
+        "kept": model,
+        "history": history,
+        "query": query,
+        "sensitive": sensitive,
+        "gate": decision,
+        "scores": {},
+        "selected": [model],
+        "tried": [model],
+        "layer": 0,
+        "rounds": {},
+        "turn": turn,
+    }
+    return Command(update=update | _fresh("gate:resume"), goto="aggregate")

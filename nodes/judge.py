@@ -34,6 +34,11 @@ def make_judge(mix: MixRuntime, step: JudgeStep) -> Callable[..., Coroutine[Any,
             if not state["proposals"]:
                 raise mix.fail(state["run"], nothing_answered(mix.spec.name, state["calls"]))
             latest = [p for p in state["proposals"] if p["layer"] == max(q["layer"] for q in state["proposals"])]
+        if any(p.get("tool_calls") for p in latest):
+            # A model called the caller's tools: its call goes back to the caller, unjudged; the turn with
+            # the tools' results comes back to that model (see the gate's `resume`).
+            more, goto = route_to(mix, state, exit_to, budget)
+            return Command(update={"trace": [f"{step.name}:stop(tool call)"]} | more, goto=goto)
         cross: list[float | None] = [None] * len(latest)
         critique: str | None = None
         calls: list[Call] = []

@@ -21,6 +21,7 @@ from moai.nodes._breaker import CircuitBreaker
 from moai.nodes._cache import ScoreCache
 from moai.nodes.learn import Encoder, LearnLog, OnlineGate
 from moai.nodes.state import Call, RunInfo
+from moai.nodes.tools import Offer, offered_to
 from moai.scorer import Predictor
 from moai.scorer.data.responses import check_replay
 from moai.scorer.locate import check_scorer, described_models, load_scorer
@@ -159,14 +160,18 @@ class MixRuntime:
         with self._lock:
             self._models[name] = model
 
-    async def ainvoke(self, name: str, messages: list[BaseMessage]) -> AIMessage:
+    async def ainvoke(self, name: str, messages: list[BaseMessage], offer: Offer | None = None) -> AIMessage:
         """Call a pool member with its timeout per attempt, retrying transient errors with backoff.
+
+        With an `offer`, the model is called with the caller's tools and response format bound (see
+        `moai.nodes.tools.offered_to`).
 
         A retry of the model call itself, not LangGraph's RetryPolicy: that re-runs a whole node, which
         would repeat the fallbacks and records around the call.
         """
         spec = self.spec.models[name]
         model = self.chat_model(name)
+        runnable = offered_to(model, name, offer) if offer else model
         retrying = AsyncRetrying(
             stop=stop_after_attempt(spec.retries + 1),
             wait=wait_exponential(multiplier=spec.backoff_s) + wait_random(0, spec.backoff_s),
@@ -175,7 +180,10 @@ class MixRuntime:
         )
         async for attempt in retrying:
             with attempt:
-                return await asyncio.wait_for(model.ainvoke(messages), spec.timeout_s)
+                reply = await asyncio.wait_for(runnable.ainvoke(messages), spec.timeout_s)
+                if not isinstance(reply, AIMessage):  # a binding answers as its model does; keep the type honest
+                    raise TypeError(f"model '{name}' answered with a {type(reply).__name__}, not an AIMessage")
+                return reply
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
 

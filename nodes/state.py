@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Literal, NotRequired
 
-from langchain_core.messages import AnyMessage
+from langchain_core.messages import AnyMessage, ToolCall
 from typing_extensions import TypedDict
 
 __all__ = [
@@ -59,6 +59,8 @@ class Proposal(TypedDict):
     role: str | None
     content: str
     confidence: float | None
+    tool_calls: NotRequired[list[ToolCall]]
+    """The tools the model called instead of answering in text (only a model offered the caller's tools)."""
 
 
 class Verdict(TypedDict):
@@ -117,6 +119,9 @@ class MixInput(TypedDict):
     """Earlier turns of the conversation; with a checkpointer, a thread's own turns are kept for you."""
     arm: NotRequired[str]
     """The arm of an A/B split this run belongs to (set by the split node)."""
+    turn: NotRequired[list[AnyMessage]]
+    """The model's tool calls and the tools' results since the query, when the context's `resume` names the
+    model that made the calls: the run continues that call."""
 
 
 class MixOutput(TypedDict):
@@ -124,9 +129,16 @@ class MixOutput(TypedDict):
 
     answer: str
     models_used: list[str]
+    turn: list[AnyMessage]
+    tool_calls: list[ToolCall]
+    answered_by: str | None
     calls: list[Call]
     trace: list[str]
     run: RunInfo
+    tool_calls: NotRequired[list[ToolCall]]
+    """The answer's tool calls (empty when it is text); the caller runs the tools."""
+    answered_by: NotRequired[str | None]
+    """The model whose reply is the answer, when one model's is (a tool result's turn goes back to it)."""
 
 
 class MixState(TypedDict):
@@ -154,3 +166,6 @@ class MixState(TypedDict):
     trace: Annotated[list[str], operator.add]
     answer: str
     models_used: list[str]
+    turn: list[AnyMessage]
+    tool_calls: list[ToolCall]
+    answered_by: str | None
