@@ -73,8 +73,9 @@ def make_aggregate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, dict[st
     async def aggregate(state: MixState, runtime: Runtime[MixContext]) -> dict[str, Any]:
         context = runtime.context or MixContext()
         offer = context.offer
-        if context.resume is not None:
-            return await _resumed(mix, state, context.resume, replace(offer, resuming=True), context)
+        if context.resume is not None or state.get("turn"):
+            # The gate sent a tool turn here, and kept the model that continues it.
+            return await _resumed(mix, state, state["kept"], replace(offer, resuming=True), context)
         proposals = state.get("proposals", [])
         if not proposals:
             raise mix.fail(state["run"], nothing_answered(mix.spec.name, state.get("calls", [])))
@@ -172,4 +173,5 @@ def _finish(
         "history": history,
         "tool_calls": tool_calls,
         "answered_by": answered_by,
+        "turn": [],  # consumed: with a checkpointer, the thread's next turn must not find it
     }

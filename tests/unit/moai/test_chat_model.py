@@ -14,7 +14,6 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import create_react_agent
@@ -232,22 +231,20 @@ def test_a_failed_mix_raises() -> None:
         list(model.stream(QUESTION))
 
 
-def test_tools_are_refused_with_the_reason() -> None:
-    @tool
-    def add(a: int, b: int) -> int:
-        """Add two numbers."""
-        return a + b
-
-    model = route()
-    with pytest.raises(NotImplementedError, match="answers in text"):
-        model.bind_tools([add])
-    with pytest.raises(NotImplementedError, match="answers in text"):
-        create_react_agent(model, tools=[add])
-    with pytest.raises(NotImplementedError, match="answers in text"):
-        model.with_structured_output({"title": "Sum", "type": "object", "properties": {"n": {"type": "integer"}}})
+def test_a_conversation_with_tool_results_is_answered_and_a_stray_message_refused() -> None:
+    # Was test_tools_are_refused_with_the_reason: tools are now supported (tests/unit/moai/test_chat_model_tools.py).
+    # A hand-built tool turn records no model: the gate's first choice continues it.
+    model = route(smol=["The sum is {query}."])
     called = AIMessage("", tool_calls=[{"name": "add", "args": {"a": 1, "b": 2}, "id": "c1"}])
-    with pytest.raises(NotImplementedError, match="answers in text"):
-        model.invoke([HumanMessage("1+2?"), called, ToolMessage("3", tool_call_id="c1")])
+    reply = model.invoke([HumanMessage("1+2?"), called, ToolMessage("3", tool_call_id="c1")])
+    assert reply.text == "The sum is 3." and reply.response_metadata["trace"] == [
+        "gate:resume",
+        "aggregate:resume[smol]",
+    ]
+    with pytest.raises(ValueError, match="tool message per call"):
+        model.invoke([HumanMessage("1+2?"), called, ToolMessage("3", tool_call_id="other")])
+    with pytest.raises(ValueError, match="must end with tool results"):
+        model.invoke([HumanMessage("1+2?"), called])
 
 
 def test_a_conversation_must_end_with_a_human_message() -> None:
