@@ -74,7 +74,7 @@ from moai.api import build_mix, load_mix
 from moai.mix_instructions import MixSpec
 from moai.nodes.context import MixContext
 from moai.nodes.state import Call, GateDecision, MixInput
-from moai.nodes.tools import check_offer
+from moai.nodes.tools import check_offer, requires_call
 
 __all__ = ["MixtureChatModel"]
 
@@ -368,7 +368,7 @@ class MixtureChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        outcome = _Outcome()
+        outcome = _Outcome(live=_live(kwargs))
         for event in _apart(self._run(messages, run_manager, kwargs, streaming=True)):
             if (token := outcome.take(event)) is not None:
                 yield ChatGenerationChunk(message=AIMessageChunk(content=token))
@@ -381,7 +381,7 @@ class MixtureChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        outcome = _Outcome()
+        outcome = _Outcome(live=_live(kwargs))
         async for event in _aapart(self._arun(messages, run_manager, kwargs, streaming=True)):
             if (token := outcome.take(event)) is not None:
                 yield ChatGenerationChunk(message=AIMessageChunk(content=token))
@@ -517,6 +517,17 @@ async def _aapart(start: Callable[[], AsyncIterator[_T]]) -> AsyncIterator[_T]:
         await asyncio.gather(producer, return_exceptions=True)
 
 
+def _live(kwargs: dict[str, Any]) -> bool:
+    """Say whether a stream may pass the aggregator's tokens on as they come.
+
+    Not when the reply is checked before it counts (JSON asked for, a tool call required): a reply that
+    fails the check is followed by a fallback's, and its tokens must not have been sent. The answer
+    then comes whole, in the last chunk.
+    """
+    offer = check_offer(kwargs.get("tools"), kwargs.get("tool_choice"), kwargs.get("response_format"))
+    return offer.json is None and not requires_call(offer)
+
+
 def _streams(handler: BaseCallbackHandler) -> bool:
     """Say whether a callback handler streams what it sees to someone (LangGraph's, astream_events')."""
     return isinstance(handler, (_StreamingCallbackHandler, _V2StreamingCallbackHandler))
@@ -525,10 +536,12 @@ def _streams(handler: BaseCallbackHandler) -> bool:
 class _Outcome:
     """What a run of the mix streams, gathered into the reply: its final state and the gate's decision."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, live: bool = True) -> None:
         self.final: dict[str, Any] = {}
         self.gate: GateDecision | None = None
         self.streamed = False
+        self.live = live
+        """Whether the aggregator's tokens are passed on as they come (see `_live`)."""
 
     def take(self, event: _Event) -> str | None:
         """Note one event of the run; return the text of a token of the answer, or None.
@@ -543,7 +556,7 @@ class _Outcome:
             self.final = part
         elif mode == "updates" and isinstance(update := part.get("gate"), dict) and "gate" in update:
             self.gate = update["gate"]
-        elif mode == "messages":
+        elif mode == "messages" and self.live:
             message, meta = part
             if meta.get("langgraph_node") == "aggregate" and isinstance(message, AIMessageChunk) and message.text:
                 self.streamed = True

@@ -8,7 +8,15 @@ user, the usage rows). The server keeps no state of its own: usage and feedback 
 A request's `temperature`, `top_p`, `max_tokens` and `max_completion_tokens` are validated (a bounded,
 finite number) and then not applied: every model of a mix keeps the settings its mix file gives it, since
 one value pressed on proposers, judges and aggregator alike would change what the mix is. What a mix
-cannot do yet (`tools`, `response_format`, `n` > 1) is refused by name (see `schemas.unsupported`).
+cannot do (`n` > 1, `logprobs`) is refused by name (see `schemas.unsupported`).
+
+`tools`, `tool_choice` and `response_format` go to the model that gives the answer (see
+`moai.nodes.tools`); its tool calls come back in OpenAI's shape (`message.tool_calls`, finish reason
+`tool_calls`; in a stream, a `tool_calls` delta). A call's id carries the model that made it
+(`moai.<base32 of the model>.<its own id>`), so that the next request, which holds the call and the
+tool's result (`role: tool`), goes back to that model, though the server keeps no state. A reply that is
+not the JSON `response_format` asks for (or breaks a strict schema) is a failed call: the model's
+fallbacks are tried; when none gives valid JSON the request is a 502 listing the attempts.
 
 With `keys` (`moai serve --keys FILE`), every request but `/health` needs a bearer key of the file
 (401 otherwise), and a chat completion one within the key's daily spend and rate (429 with the reason and
@@ -21,6 +29,8 @@ end, so they come in the last chunk's `moai` field (a field OpenAI's clients kee
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import os
@@ -37,13 +47,22 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+)
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from moai.chat_model import MixtureChatModel
 from moai.errors import MixError, MixRunError, ProviderError
 from moai.mix_instructions import bundled_mixes, load_any
+from moai.nodes.tools import check_offer
 from moai.serve.errors import ApiError, error_response
 from moai.serve.keys import KeyGuard, Keys, load_keys
 from moai.serve.metrics import Metrics
@@ -219,6 +238,7 @@ def create_app(
             mix = body.model
             if (refused := unsupported(body)) is not None:
                 raise ApiError(400, refused[1], param=refused[0], code="unsupported_parameter")
+            offered = _offer(body)
             messages = to_messages(body.messages)
             run_id = str(uuid.uuid4())
             config: dict[str, Any] = {"run_id": uuid.UUID(run_id)}
@@ -227,8 +247,8 @@ def create_app(
                 config["configurable"] = {name: value for name, value in configurable.items() if value}
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
-                return await _stream(model, messages, config, mix, run_id, include_usage, metrics, started)
-            reply = await _answer(model.ainvoke(messages, config))  # type: ignore[arg-type]
+                return await _stream(model, messages, config, offered, mix, run_id, include_usage, metrics, started)
+            reply = await _answer(model.ainvoke(messages, config, **offered))  # type: ignore[arg-type]
         except ApiError as err:
             metrics.request(mix, err.status, time.perf_counter() - started, err.code)
             raise
@@ -238,12 +258,16 @@ def create_app(
         meta = reply.response_metadata
         metrics.run(mix, meta)
         metrics.request(mix, 200, time.perf_counter() - started)
+        calls = _calls_out(reply)
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text if reply.text or not calls else None}
+        if calls:
+            message["tool_calls"] = calls
         completion = {
             "id": f"chatcmpl-{run_id}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": mix,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
             "usage": _usage(reply),
         }
         return JSONResponse(completion, headers=_headers(meta))
@@ -257,34 +281,131 @@ def app_from_env() -> FastAPI:
     return create_app(os.environ.get("MOAI_SERVE_MIXES") or None, keys=os.environ.get("MOAI_SERVE_KEYS") or None)
 
 
+def _offer(body: ChatCompletionRequest) -> dict[str, Any]:
+    """Return a request's tools, tool choice and response format, checked, as `MixtureChatModel` takes them.
+
+    Raises:
+        ApiError: One is malformed, too many or too large (400 naming the field).
+    """
+    try:
+        offer = check_offer(body.tools, body.tool_choice, body.response_format)
+    except ValueError as err:
+        raise ApiError(400, str(err), param=str(err).partition(":")[0], code="invalid_value") from err
+    parts = {"tools": list(offer.tools), "tool_choice": offer.tool_choice, "response_format": offer.response_format}
+    return {name: value for name, value in parts.items() if value}
+
+
+_CALL_ID = "moai"
+
+
+def _call_id(model: str | None, call_id: str | None, index: int) -> str:
+    """Return the id a tool call goes out with: the model that made it, and the call's own id."""
+    own = call_id or f"call_{index}"
+    if not model:
+        return own
+    return f"{_CALL_ID}.{base64.b32encode(model.encode()).decode().rstrip('=').lower()}.{own}"
+
+
+def _read_call_id(call_id: str) -> tuple[str | None, str]:
+    """Return the model a tool call's id names (None if none) and the call's own id."""
+    prefix, _, rest = call_id.partition(".")
+    encoded, _, own = rest.partition(".")
+    if prefix != _CALL_ID or not encoded or not own:
+        return None, call_id
+    try:
+        model = base64.b32decode(encoded.upper() + "=" * (-len(encoded) % 8)).decode()
+    except (binascii.Error, ValueError):
+        return None, call_id
+    return model, own
+
+
+def _calls_out(reply: AIMessage) -> list[dict[str, Any]]:
+    """Return a reply's tool calls in OpenAI's shape; their arguments as the model gave them, as JSON text."""
+    model = reply.response_metadata.get("answered_by")
+    return [
+        {
+            "id": _call_id(model, call.get("id"), i),
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+        }
+        for i, call in enumerate(reply.tool_calls)
+    ]
+
+
 def to_messages(messages: Sequence[ChatMessage]) -> list[BaseMessage]:
     """Return a request's conversation as LangChain messages, in the shape `MixtureChatModel` answers.
 
+    After the last user message may come a tool turn: assistant messages with the tool calls the server
+    returned, and a `tool` message with each call's result; it ends with a result.
+
     Raises:
-        ApiError: No user message, anything but system messages after the last one, or an empty question.
+        ApiError: No user message, another message after the last one, a tool result that answers no
+            call, arguments that are not a JSON object, or an empty question.
     """
     users = [i for i, message in enumerate(messages) if message.role == "user"]
     if not users:
         raise ApiError(400, "messages: no user message: the last user message is the question", param="messages")
     last = users[-1]
     out: list[BaseMessage] = []
+    called: set[str] = set()
     for i, message in enumerate(messages):
-        if i > last and message.role not in ("system", "developer"):
-            raise ApiError(
-                400,
-                f"messages.{i}: a mix answers the last user message; a {message.role} message cannot follow it",
-                param=f"messages.{i}.role",
-            )
         text = message.text()
         if message.role in ("system", "developer"):
             out.append(SystemMessage(text))
         elif message.role == "user":
             out.append(HumanMessage(text))
+        elif message.role == "assistant":
+            if i > last and not message.tool_calls:
+                raise ApiError(
+                    400,
+                    f"messages.{i}: a mix answers the last user message, or the results of the tools it called "
+                    "after it; an assistant message without tool_calls cannot follow it",
+                    param=f"messages.{i}.role",
+                )
+            calls, model = _calls_in(i, message)
+            called |= {str(call["id"]) for call in calls}
+            out.append(AIMessage(text, tool_calls=calls, response_metadata={"answered_by": model} if model else {}))
         else:
-            out.append(AIMessage(text))
+            if message.tool_call_id is None:
+                raise ApiError(
+                    400,
+                    f"messages.{i}.tool_call_id: a tool message needs the id of the call it answers",
+                    param=f"messages.{i}.tool_call_id",
+                )
+            own = _read_call_id(message.tool_call_id)[1]
+            if i > last and own not in called:
+                raise ApiError(
+                    400,
+                    f"messages.{i}.tool_call_id: answers no tool call of the assistant messages before it",
+                    param=f"messages.{i}.tool_call_id",
+                )
+            out.append(ToolMessage(text, tool_call_id=own))
+    after = [m for m in messages[last + 1 :] if m.role not in ("system", "developer")]
+    if after and after[-1].role != "tool":
+        raise ApiError(
+            400, "messages: a tool turn after the last user message must end with a tool message", param="messages"
+        )
     if not messages[last].text().strip():
         raise ApiError(400, f"messages.{last}.content: the question is empty", param=f"messages.{last}.content")
     return out
+
+
+def _calls_in(i: int, message: ChatMessage) -> tuple[list[ToolCall], str | None]:
+    """Return an assistant message's tool calls with their own ids, and the model their ids name."""
+    calls: list[ToolCall] = []
+    model: str | None = None
+    for j, call in enumerate(message.tool_calls or []):
+        where = f"messages.{i}.tool_calls.{j}.function.arguments"
+        try:
+            args = json.loads(call.function.arguments or "{}", parse_constant=_no_constant)
+        except (ValueError, RecursionError) as err:
+            raise ApiError(400, f"{where}: not JSON: {str(err)[:200]}", param=where) from err
+        if not isinstance(args, dict):
+            raise ApiError(400, f"{where}: must be a JSON object", param=where)
+        named, own = _read_call_id(call.id)
+        model = named or model
+        calls.append(ToolCall(name=call.function.name, args=args, id=own, type="tool_call"))
+    return calls, model
 
 
 async def _read_json(request: Request, limit: int) -> Any:
@@ -335,6 +456,8 @@ async def _answer(call: Awaitable[_T]) -> _T:
         raise ApiError(502, str(err), code="no_model_answered") from err
     except (ProviderError, MixError) as err:
         raise ApiError(500, str(err), code="mix_unavailable") from err
+    except ValueError as err:  # what the chat model refuses of a conversation: checked above, so rare
+        raise ApiError(400, str(err)[:500], param="messages", code="invalid_value") from err
 
 
 def _usage(reply: AIMessage) -> dict[str, int]:
@@ -397,6 +520,7 @@ async def _stream(
     model: MixtureChatModel,
     messages: list[BaseMessage],
     config: dict[str, Any],
+    offered: dict[str, Any],
     mix: str,
     run_id: str,
     include_usage: bool,
@@ -412,7 +536,7 @@ async def _stream(
     # The run is read by a task of its own: cancelling the response (Starlette's cancel scope cancels
     # every await in it, again and again) must not cut short the run's own cleanup, which records it.
     queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
-    pump = asyncio.create_task(_pump(model.astream(messages, config), queue))  # type: ignore[arg-type]
+    pump = asyncio.create_task(_pump(model.astream(messages, config, **offered), queue))  # type: ignore[arg-type]
 
     async def next_piece() -> AIMessageChunk | None:
         more, item = await queue.get()
@@ -460,7 +584,9 @@ async def _stream(
                 piece = await next_piece()
             meta = last.response_metadata
             metrics.run(mix, meta)
-            yield chunk({}, "stop", moai=_moai(meta))
+            if calls := _calls_out(last):
+                yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
+            yield chunk({}, "tool_calls" if calls else "stop", moai=_moai(meta))
             if include_usage:
                 usage = _usage(last)
                 yield _sse(

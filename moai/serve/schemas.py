@@ -1,9 +1,10 @@
 """The request and response bodies of the server, mirroring OpenAI's chat completion shapes.
 
 The request models accept the fields OpenAI's clients send and ignore the sampling knobs a mix does not
-take per request (`top_p`, `seed`, `stop`, penalties...). What a mix cannot do yet (`tools`,
-`response_format` other than text, `n` > 1) is refused by name in `unsupported`, never ignored: a client
-that asked for a tool call or JSON must not get prose back as if it had been honoured.
+take per request (`top_p`, `seed`, `stop`, penalties...). `tools`, `tool_choice` and `response_format`
+are validated by `moai.nodes.tools.check_offer` (the mix's own rules); what a mix cannot do (`n` > 1,
+`logprobs`, the legacy `functions`) is refused by name in `unsupported`, never ignored: a client that
+asked for something must not get an answer as if it had been honoured.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ __all__ = [
     "ChatCompletionRequest",
     "ChatMessage",
     "FeedbackRequest",
+    "FunctionCall",
     "StreamOptions",
     "TextPart",
+    "ToolCallIn",
     "unsupported",
 ]
 
@@ -26,6 +29,10 @@ MAX_MESSAGES = 512
 """The most messages one request may carry."""
 MAX_TOKENS = 1_000_000
 """The largest `max_tokens` accepted (a mix's models keep their own limits: see the README)."""
+MAX_TOOL_CALLS = 128
+"""The most tool calls one assistant message may carry."""
+MAX_ARGUMENTS_CHARS = 256 * 1024
+"""The longest arguments text of one tool call."""
 
 
 class _Body(BaseModel):
@@ -40,13 +47,29 @@ class TextPart(_Body):
     text: str
 
 
+class FunctionCall(_Body):
+    """The function an assistant's tool call calls, with its arguments as a JSON text."""
+
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = Field(max_length=MAX_ARGUMENTS_CHARS)
+
+
+class ToolCallIn(_Body):
+    """A tool call of an earlier assistant message, as the server returned it."""
+
+    id: str = Field(min_length=1, max_length=512)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Body):
     """One message of the conversation."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: list[ToolCallIn] | None = Field(default=None, max_length=MAX_TOOL_CALLS)
+    tool_call_id: str | None = Field(default=None, min_length=1, max_length=512)
 
     def text(self) -> str:
         """Return the message's text, its parts joined."""
@@ -74,6 +97,12 @@ class ChatCompletionRequest(_Body):
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
     n: int | None = Field(default=None, ge=1, le=128)
     user: str | None = Field(default=None, max_length=256)
+    tools: list[Any] | None = None
+    """Checked by `moai.nodes.tools.check_offer`, with `tool_choice` and `response_format`."""
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
+    """Accepted and left to the answering model: a mix returns the calls its answering model makes."""
 
 
 class FeedbackRequest(_Body):
@@ -85,21 +114,16 @@ class FeedbackRequest(_Body):
 
 
 def unsupported(request: ChatCompletionRequest) -> tuple[str, str] | None:
-    """Return the field of a request a mix cannot honour yet, and why; None if there is none."""
+    """Return the field of a request a mix cannot honour, and why; None if there is none."""
     extra = request.model_extra or {}
-    for field in ("tools", "tool_choice", "functions", "function_call", "parallel_tool_calls"):
+    for field in ("functions", "function_call"):
         if extra.get(field) is not None:
-            return field, f"'{field}' is not supported yet: a mix answers in text, it cannot call tools"
-    response_format = extra.get("response_format")
-    if response_format is not None and not (
-        isinstance(response_format, dict) and response_format.get("type") == "text"
-    ):
-        return "response_format", "'response_format' is not supported yet: a mix answers in text (only type 'text')"
+            return (
+                field,
+                f"'{field}' (OpenAI's legacy function calling) is not supported: use 'tools' and 'tool_choice'",
+            )
     if request.n not in (None, 1):
         return "n", "'n' must be 1: a mix gives one answer per request"
     if extra.get("logprobs"):
         return "logprobs", "'logprobs' is not supported: a mix's answer has no single model's log probabilities"
-    for i, message in enumerate(request.messages):
-        if message.role == "tool" or message.tool_calls:
-            return f"messages.{i}", "tool calls and tool results in the conversation are not supported yet"
     return None

@@ -198,11 +198,16 @@ async def test_an_unknown_model_is_a_404_listing_the_mixes(client: httpx.AsyncCl
         ({"model": "echo", "messages": [{"role": "system", "content": "Be terse."}]}, "messages"),
         ({"model": "echo", "messages": [*USER, {"role": "assistant", "content": "Paris"}]}, "messages.1.role"),
         ({"model": "echo", "messages": [{"role": "user", "content": "  "}]}, "messages.0.content"),
-        ({"model": "echo", "messages": USER, "tools": [{"type": "function"}]}, "tools"),
-        ({"model": "echo", "messages": USER, "tool_choice": "auto"}, "tool_choice"),
-        ({"model": "echo", "messages": USER, "response_format": {"type": "json_object"}}, "response_format"),
+        # Tools and response formats are served now (test_serve_tools.py); malformed ones are 400s naming the field.
+        ({"model": "echo", "messages": USER, "tools": [{"type": "function"}]}, "tools.0"),
+        ({"model": "echo", "messages": USER, "tool_choice": "sometimes"}, "tool_choice"),
+        ({"model": "echo", "messages": USER, "response_format": {"type": "yaml"}}, "response_format.type"),
+        ({"model": "echo", "messages": USER, "functions": [{"name": "f"}]}, "functions"),
         ({"model": "echo", "messages": USER, "n": 2}, "n"),
-        ({"model": "echo", "messages": [*USER, {"role": "tool", "content": "4", "tool_call_id": "x"}]}, "messages.1"),
+        (
+            {"model": "echo", "messages": [*USER, {"role": "tool", "content": "4", "tool_call_id": "x"}]},
+            "messages.1.tool_call_id",
+        ),
     ],
 )
 async def test_a_malformed_request_is_a_400_naming_the_field(
