@@ -238,9 +238,7 @@ class MixtureChatModel(BaseChatModel):
         if method not in ("json_schema", "json_mode"):
             raise ValueError(f"method must be json_schema, json_mode or function_calling; got {method!r}")
         pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
-        parser: Runnable[Any, Any] = (
-            PydanticOutputParser(pydantic_object=schema) if pydantic else JsonOutputParser()  # type: ignore[arg-type]
-        )
+        parser: Runnable[Any, Any] = PydanticOutputParser(pydantic_object=schema) if pydantic else JsonOutputParser()
         if method == "json_mode":
             response_format: dict[str, Any] = {"type": "json_object"}
         else:

@@ -75,7 +75,9 @@ def make_aggregate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, dict[st
         offer = context.offer
         if context.resume is not None or state.get("turn"):
             # The gate sent a tool turn here, and kept the model that continues it.
-            return await _resumed(mix, state, state["kept"], replace(offer, resuming=True), context)
+            kept = state["kept"]
+            assert kept is not None  # the gate keeps the model it sends a tool turn to
+            return await _resumed(mix, state, kept, replace(offer, resuming=True), context)
         proposals = state.get("proposals", [])
         if not proposals:
             raise mix.fail(state["run"], nothing_answered(mix.spec.name, state.get("calls", [])))
@@ -83,7 +85,8 @@ def make_aggregate(mix: MixRuntime) -> Callable[..., Coroutine[Any, Any, dict[st
         latest = [p for p in proposals if p["layer"] == last_layer]
         calls: list[Call] = []
         best = best_proposal(state, proposals if spec.mode == "best" else latest)
-        answer, tool_calls, answered_by = best["content"], list(best.get("tool_calls", [])), best["model"]
+        answer, tool_calls = best["content"], list(best.get("tool_calls", []))
+        answered_by: str | None = best["model"]
         trace = f"aggregate:{spec.mode}"
         if spec.mode == "synthesize" and (len(latest) > 1 or offer):
             model = spec.model if spec.model not in (None, "top1") else _top_model(state)
@@ -131,7 +134,7 @@ async def _resumed(mix: MixRuntime, state: MixState, model: str, offer: Offer, c
         ),
         *turn,
     ]
-    reply, by, calls = await call_model(
+    reply, answered_by, calls = await call_model(
         mix,
         "aggregate",
         model,
@@ -144,8 +147,9 @@ async def _resumed(mix: MixRuntime, state: MixState, model: str, offer: Offer, c
     )
     if reply is None:
         raise mix.fail(state["run"], nothing_answered(mix.spec.name, calls))
-    label = model if by == model else f"{model}->{by}"
-    return _finish(mix, state, calls, reply.text, list(reply.tool_calls), by, f"aggregate:resume[{label}]", turn)
+    label = model if answered_by == model else f"{model}->{answered_by}"
+    trace = f"aggregate:resume[{label}]"
+    return _finish(mix, state, calls, reply.text, list(reply.tool_calls), answered_by, trace, turn)
 
 
 def _finish(

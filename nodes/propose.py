@@ -17,7 +17,9 @@ from moai.nodes.state import Proposal, ProposeTask
 __all__ = ["make_propose"]
 
 
-def make_propose(mix: MixRuntime, step: ProposeStep) -> Callable[[ProposeTask], Awaitable[dict[str, Any]]]:
+def make_propose(
+    mix: MixRuntime, step: ProposeStep
+) -> Callable[[ProposeTask, Runtime[MixContext]], Awaitable[dict[str, Any]]]:
     """Return the node of a propose step; it receives one `ProposeTask` per model through `Send`.
 
     Where one model's answer is the mix's (aggregate `best` or `last`), the proposers get the caller's

@@ -120,8 +120,8 @@ class MixInput(TypedDict):
     arm: NotRequired[str]
     """The arm of an A/B split this run belongs to (set by the split node)."""
     turn: NotRequired[list[AnyMessage]]
-    """The model's tool calls and the tools' results since the query, when the context's `resume` names the
-    model that made the calls: the run continues that call."""
+    """The model's tool calls and the tools' results since the query: the run continues that call, with the
+    model the context's `resume` names (else the gate's first choice)."""
 
 
 class MixOutput(TypedDict):
@@ -129,9 +129,6 @@ class MixOutput(TypedDict):
 
     answer: str
     models_used: list[str]
-    turn: list[AnyMessage]
-    tool_calls: list[ToolCall]
-    answered_by: str | None
     calls: list[Call]
     trace: list[str]
     run: RunInfo

@@ -173,7 +173,8 @@ def offered_to(model: BaseChatModel, name: str, offer: Offer) -> Runnable[Langua
     runnable: Runnable[LanguageModelInput, Any] = model
     if offer.tools and offer.tool_choice != "none":
         try:
-            runnable = model.bind_tools(list(offer.tools), tool_choice=offer.tool_choice)
+            # Chat models take OpenAI's dict choice though BaseChatModel's signature says str.
+            runnable = model.bind_tools(list(offer.tools), tool_choice=offer.tool_choice)  # type: ignore[arg-type]
         except NotImplementedError:
             if requires_call(offer) or offer.resuming:
                 why = "this turn carries tool results" if offer.resuming else "tool_choice requires a call"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import json
 import re
@@ -33,12 +34,16 @@ TOOL = "!tool"
 list of them. The model must have been offered tools (`bind_tools`), as a real one must."""
 
 
+_BOUND: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("bound", default={})  # noqa: B039
+"""The tools, tool choice and response format bound to the call under way (read, never changed)."""
+
+
 class ScriptedChatModel(BaseChatModel):
     """Reply with scripted texts in turn; count tokens as whitespace-separated words.
 
     A reply may use `{query}` (the last message's text). A reply starting with `FAIL` raises
     `RuntimeError`, one starting with `UNAVAILABLE` raises `ConnectionError`, with the rest as message;
-    one starting with `TOOL` calls tools. `seen` keeps what each call was sent: its messages, and the
+    one starting with `TOOL` calls tools. `sent` keeps what each call was sent: its messages, and the
     tools, tool choice and response format bound to it.
     """
 
@@ -51,7 +56,7 @@ class ScriptedChatModel(BaseChatModel):
     """Cut replies to this many words, as a real model stops at its token limit."""
     _turn: Iterator[int] = PrivateAttr()
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _seen: list[tuple[list[BaseMessage], dict[str, Any]]] = PrivateAttr(default_factory=list)
+    _sent: list[tuple[list[BaseMessage], dict[str, Any]]] = PrivateAttr(default_factory=list)
 
     def model_post_init(self, context: Any, /) -> None:
         self._turn = itertools.count()
@@ -61,10 +66,10 @@ class ScriptedChatModel(BaseChatModel):
         return "scripted"
 
     @property
-    def seen(self) -> list[tuple[list[BaseMessage], dict[str, Any]]]:
+    def sent(self) -> list[tuple[list[BaseMessage], dict[str, Any]]]:
         """Return each call's messages and its bound `tools`, `tool_choice` and `response_format`."""
         with self._lock:
-            return list(self._seen)
+            return list(self._sent)
 
     def bind_tools(
         self,
@@ -77,11 +82,20 @@ class ScriptedChatModel(BaseChatModel):
         choice = "required" if tool_choice == "any" else tool_choice
         return self.bind(tools=[convert_to_openai_tool(t) for t in tools], tool_choice=choice, **kwargs)
 
-    def _reply(self, messages: list[BaseMessage], bound: dict[str, Any] | None = None) -> AIMessage:
-        bound = {k: v for k, v in (bound or {}).items() if k in ("tools", "tool_choice", "response_format")}
+    def _replying(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        """Reply to one call with what was bound to it in view (`_reply`, which tests override, takes none)."""
+        bound = {k: v for k, v in kwargs.items() if k in ("tools", "tool_choice", "response_format")}
+        token = _BOUND.set(bound)
+        try:
+            return self._reply(messages)
+        finally:
+            _BOUND.reset(token)
+
+    def _reply(self, messages: list[BaseMessage]) -> AIMessage:
+        bound = _BOUND.get()
         with self._lock:
             text = self.replies[next(self._turn) % len(self.replies)]
-            self._seen.append((list(messages), bound))
+            self._sent.append((list(messages), bound))
         tokens_in = sum(len(m.text.split()) for m in messages)
         if text.startswith(TOOL):
             if not bound.get("tools"):
@@ -117,7 +131,7 @@ class ScriptedChatModel(BaseChatModel):
     ) -> ChatResult:
         if self.delay_s:
             time.sleep(self.delay_s)
-        return ChatResult(generations=[ChatGeneration(message=self._reply(messages, kwargs))])
+        return ChatResult(generations=[ChatGeneration(message=self._replying(messages, kwargs))])
 
     async def _agenerate(
         self,
@@ -128,7 +142,7 @@ class ScriptedChatModel(BaseChatModel):
     ) -> ChatResult:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        return ChatResult(generations=[ChatGeneration(message=self._reply(messages, kwargs))])
+        return ChatResult(generations=[ChatGeneration(message=self._replying(messages, kwargs))])
 
     async def _astream(
         self,
@@ -139,7 +153,7 @@ class ScriptedChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        message = self._reply(messages, kwargs)
+        message = self._replying(messages, kwargs)
         if message.tool_calls:
             chunks = [
                 tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)

@@ -136,11 +136,12 @@ def test_the_openai_client_sees_errors_in_openais_shape(server: tuple[str, str])
     client = OpenAI(base_url=f"{base}/v1", api_key="unused")
     with pytest.raises(openai.NotFoundError, match="panel"):
         client.chat.completions.create(model="gpt-4o", messages=QUESTION)  # type: ignore[arg-type]
-    with pytest.raises(openai.BadRequestError, match="tools"):
+    # Tools are served now (test_serve_tools.py): a malformed one is the 400.
+    with pytest.raises(openai.BadRequestError, match=r"tools\.0\.function\.name"):
         client.chat.completions.create(
             model="panel",
             messages=QUESTION,  # type: ignore[arg-type]
-            tools=[{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}],
+            tools=[{"type": "function", "function": {"name": "add two", "parameters": {"type": "object"}}}],
         )
 
 

@@ -122,7 +122,7 @@ async def test_only_the_answering_call_is_offered_the_tools() -> None:
     graph = build_graph(runtime).compile()
     result = await graph.ainvoke({"query": QUESTION}, context=MixContext(tools=[TOOL_SPEC], tool_choice="auto"))
     assert result["tool_calls"][0]["name"] == "calculator" and result["answered_by"] == "smol"
-    offered = [bool(bound.get("tools")) for _, bound in smol.seen + gemma.seen]
+    offered = [bool(bound.get("tools")) for _, bound in smol.sent + gemma.sent]
     assert offered == [False, True, False]  # smol as proposer, smol as aggregator, gemma as proposer
     # route-like (one answer passed through): the proposer gets them.
     route = mix_runtime(fake_bundled("route", {}), usage_db="off")
@@ -130,7 +130,7 @@ async def test_only_the_answering_call_is_offered_the_tools() -> None:
     route.use_model("smol", answerer)
     out = await build_graph(route).compile().ainvoke({"query": QUESTION}, context=MixContext(tools=[TOOL_SPEC]))
     assert out["answer"] == "no call needed" and out["tool_calls"] == []
-    assert answerer.seen[0][1]["tools"] == [TOOL_SPEC]
+    assert answerer.sent[0][1]["tools"] == [TOOL_SPEC]
 
 
 class NoTools(ScriptedChatModel):
@@ -190,7 +190,7 @@ async def test_response_format_json_a_reply_that_is_not_json_is_a_failed_call() 
     assert (
         bad["status"] == "error" and "does not match the schema 'Product': $.answer: expected integer" in bad["error"]
     )
-    assert good["status"] == "ok" and smol.seen[0][1]["response_format"] == fmt
+    assert good["status"] == "ok" and smol.sent[0][1]["response_format"] == fmt
     runtime.use_model("gemma", ScriptedChatModel(replies=["Forty-two."]))
     with pytest.raises(MixRunError, match="the reply is not JSON"):
         await graph.ainvoke({"query": QUESTION}, context=MixContext(response_format={"type": "json_object"}))
