@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import importlib.util
+import json
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -126,6 +127,25 @@ def _prompt(loaded: _Loaded, messages: list[BaseMessage]) -> tuple[list[int], li
     return loaded.llm.tokenize(text.encode(), add_bos=True, special=False), ["\nQ:", "\nA:"]
 
 
+def _grammar(response_format: dict[str, Any] | None) -> Any:
+    """Return the llama.cpp grammar that forces the JSON a response format asks for; None for text.
+
+    Raises:
+        ValueError: The schema has a form llama.cpp cannot turn into a grammar.
+    """
+    if not response_format or response_format.get("type") not in ("json_object", "json_schema"):
+        return None
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    if response_format["type"] == "json_object" or not schema:
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except Exception as err:  # llama.cpp's converter raises whatever it meets
+        raise ValueError(f"the JSON schema cannot be turned into a llama.cpp grammar: {str(err)[:200]}") from err
+
+
 class LocalChatModel(BaseChatModel):
     """A chat model on an embedded llama.cpp model, e.g. `LocalChatModel(model="smollm2-135m-instruct")`.
 
@@ -141,6 +161,11 @@ class LocalChatModel(BaseChatModel):
     model: str
     max_tokens: int = 256
     temperature: float = 0.0
+
+    accepts_response_format: ClassVar[bool] = True
+    """Takes OpenAI's `response_format` (a call's keyword): JSON is then forced by a llama.cpp grammar, the
+    schema's own for `json_schema`, any JSON value for `json_object`. A reply cut short by `max_tokens` may
+    still not be JSON: the mix's check counts it as a failed call."""
 
     @field_validator("model")
     @classmethod
@@ -164,7 +189,12 @@ class LocalChatModel(BaseChatModel):
         return {"model": self.model, "max_tokens": self.max_tokens, "temperature": self.temperature}
 
     def _start(
-        self, loaded: _Loaded, messages: list[BaseMessage], stop: list[str] | None, stream: bool
+        self,
+        loaded: _Loaded,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        stream: bool,
+        response_format: dict[str, Any] | None = None,
     ) -> tuple[int, Any]:
         """Start llama.cpp on the messages; the caller holds the model's lock.
 
@@ -185,6 +215,7 @@ class LocalChatModel(BaseChatModel):
             stop=stops + (stop or []),
             seed=SEED,
             stream=stream,
+            grammar=_grammar(response_format),
         )
 
     def _generate(
@@ -196,7 +227,7 @@ class LocalChatModel(BaseChatModel):
     ) -> ChatResult:
         loaded = _load(self.model)
         with loaded.lock:
-            _, out = self._start(loaded, messages, stop, stream=False)
+            _, out = self._start(loaded, messages, stop, stream=False, response_format=kwargs.get("response_format"))
         usage, choice = out["usage"], out["choices"][0]
         message = AIMessage(
             content=choice["text"].strip(),
@@ -217,13 +248,15 @@ class LocalChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         # The call blocks for seconds; in a thread the event loop keeps serving other nodes meanwhile.
-        return await asyncio.to_thread(self._generate, messages, stop)
+        return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
 
-    def _chunks(self, messages: list[BaseMessage], stop: list[str] | None) -> Generator[ChatGenerationChunk]:
+    def _chunks(
+        self, messages: list[BaseMessage], stop: list[str] | None, response_format: dict[str, Any] | None = None
+    ) -> Generator[ChatGenerationChunk]:
         """Yield the reply, stripped as `_generate`'s is, then an empty last chunk with the usage."""
         loaded = _load(self.model)
         with loaded.lock:
-            prompt_tokens, pieces = self._start(loaded, messages, stop, stream=True)
+            prompt_tokens, pieces = self._start(loaded, messages, stop, stream=True, response_format=response_format)
             produced, pending, started, finish = 0, "", False, None
             for piece in pieces:
                 text, finish = piece["choices"][0]["text"], piece["choices"][0]["finish_reason"]
@@ -249,7 +282,7 @@ class LocalChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         # langchain-core 1.x reports tokens itself and passes no run_manager here; older callers pass one.
-        for chunk in self._chunks(messages, stop):
+        for chunk in self._chunks(messages, stop, kwargs.get("response_format")):
             if run_manager:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -268,7 +301,7 @@ class LocalChatModel(BaseChatModel):
         abandoned = threading.Event()
 
         def produce() -> None:
-            chunks = self._chunks(messages, stop)
+            chunks = self._chunks(messages, stop, kwargs.get("response_format"))
             try:
                 for chunk in chunks:
                     if abandoned.is_set():

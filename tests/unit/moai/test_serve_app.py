@@ -198,7 +198,7 @@ async def test_an_unknown_model_is_a_404_listing_the_mixes(client: httpx.AsyncCl
         ({"model": "echo", "messages": [{"role": "system", "content": "Be terse."}]}, "messages"),
         ({"model": "echo", "messages": [*USER, {"role": "assistant", "content": "Paris"}]}, "messages.1.role"),
         ({"model": "echo", "messages": [{"role": "user", "content": "  "}]}, "messages.0.content"),
-        # Tools and response formats are served now (test_serve_tools.py); malformed ones are 400s naming the field.
+        # Tools and response formats are served now (test_serve_app_tools.py); malformed ones are 400s naming the field.
         ({"model": "echo", "messages": USER, "tools": [{"type": "function"}]}, "tools.0"),
         ({"model": "echo", "messages": USER, "tool_choice": "sometimes"}, "tool_choice"),
         ({"model": "echo", "messages": USER, "response_format": {"type": "yaml"}}, "response_format.type"),
