@@ -8,8 +8,8 @@ OpenAI's shape: `{"content": [{"token", "logprob", "top_logprobs": [{"token", "l
 exp(mean logprob), and the mean top-1 margin, p(chosen) - p(runner-up) (when the provider gave a runner-up).
 A declared rule, not learned.
 
-Bounded on any metadata: at most `MAX_TOKENS` entries are read, values that are not finite numbers are
-skipped, and log-probabilities are clamped to [`MIN_LOGPROB`, 0].
+Bounded on any metadata: at most `MAX_TOKENS` entries are read, values that are not numbers (or NaN, or
++inf) are skipped, and log-probabilities are clamped to [`MIN_LOGPROB`, 0].
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ class LogprobStats(TypedDict):
 
 
 def _logprob(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) or value == math.inf:
         return None
-    return min(0.0, max(MIN_LOGPROB, float(value)))
+    return min(0.0, max(MIN_LOGPROB, float(value)))  # -inf ('never') is the floor
 
 
 def logprob_stats(logprobs: Any) -> LogprobStats | None:
