@@ -234,7 +234,7 @@ async def aread_scores(
     judges: Sequence[str],
     query: str,
     answers: Sequence[str],
-    logprobs: Sequence[Mapping[str, float | int | None] | None] | None = None,
+    logprobs: Sequence[Mapping[str, object] | None] | None = None,
 ) -> list[dict[str, float | None]]:
     """Return `read_scores`, with 'code' and 'logprob' given too; the answers' code runs concurrently.
 

@@ -79,7 +79,7 @@ def logprob_stats(logprobs: Any) -> LogprobStats | None:
     )
 
 
-def logprob_score(stats: Mapping[str, Any] | None) -> float | None:
+def logprob_score(stats: Mapping[str, object] | None) -> float | None:
     """Return the logprob judge's score in [0, 1] (see the module docstring), or None without statistics.
 
     Args:

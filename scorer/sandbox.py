@@ -53,7 +53,7 @@ class SandboxLimits:
         open_files: Open file descriptors (RLIMIT_NOFILE).
         processes: Processes of the sandbox's user (RLIMIT_NPROC; not enforced for root, hence `nobody`).
         output_bytes: Bytes of the result pipe read back; the run is killed past them.
-        concurrent: Sandboxes running at once in one event loop; more wait their turn.
+        concurrent: Sandboxes running at once in one event loop (with these limits); more wait their turn.
     """
 
     wall_s: float = 5.0
@@ -239,7 +239,9 @@ class _Mode:
 
 
 _MODES: dict[str, _Mode] = {}
-_SEMAPHORES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+_SEMAPHORES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def _mode() -> _Mode:
@@ -291,11 +293,9 @@ async def network_isolated() -> bool:
 
 
 def _semaphore(concurrent: int) -> asyncio.Semaphore:
-    # One per event loop: an asyncio.Semaphore belongs to the loop that first waits on it.
-    loop = asyncio.get_running_loop()
-    if loop not in _SEMAPHORES:
-        _SEMAPHORES[loop] = asyncio.Semaphore(max(1, concurrent))
-    return _SEMAPHORES[loop]
+    # One per event loop (an asyncio.Semaphore belongs to the loop that first waits on it) and per bound.
+    per_loop = _SEMAPHORES.setdefault(asyncio.get_running_loop(), {})
+    return per_loop.setdefault(concurrent, asyncio.Semaphore(max(1, concurrent)))
 
 
 async def run_asserts(code: str, tests: Sequence[str], limits: SandboxLimits | None = None) -> int | None:
