@@ -1,25 +1,32 @@
 """Run an answer's code against asserts in a sandboxed subprocess, without blocking the event loop.
 
-What holds, layer by layer (each one alone contains the hostile cases the tests try):
+What holds, layer by layer:
 
 - **A separate process**, `python -I -S -B` (isolated: no environment variables, no user site, no
   site-packages, no bytecode written), with an empty environment, in a fresh temporary directory that is
-  removed afterwards, in its own session, so the wall timeout kills its whole process group.
-- **Resource limits** set by the harness before the code runs (hard limits, which an unprivileged
-  process cannot raise again): CPU seconds, address space, file size 0, open files, processes.
-- **Another user**: run as root (as in a container), the child drops to `nobody` with no supplementary
-  groups before it starts, so the process limit holds and the host's files are not its to write.
-- **No network**: where `unshare` can make a new user and network namespace (probed once), the child has
-  only a loopback interface that is down; everywhere, an audit hook (PEP 578), installed before the code
-  runs and impossible to remove, refuses sockets, subprocesses, `os.system`, the exec/spawn/fork family,
-  signals to other processes, `ctypes`, writes and deletions of files, reads outside the standard library,
-  and every way to reach an interpreter frame (where the harness keeps its secret, below).
+  removed afterwards, in its own session, so the wall timeout kills its whole process group. At most
+  `SandboxLimits.concurrent` run at once per event loop; the loop awaits them (asyncio subprocesses).
+- **Resource limits** set by the harness before the code runs, as hard limits: CPU seconds, address
+  space, file size 0, open files, processes (the kernel exempts root from RLIMIT_NPROC, in a user
+  namespace too: as root, forks are stopped by the hook alone).
+- **An audit hook** (PEP 578), installed before the code runs and impossible to remove, which refuses
+  every event not known to be safe: sockets, subprocesses, `os.system`, the exec/spawn/fork family,
+  signals to other processes, `ctypes`, writes, deletions and renames of files, reads outside the
+  standard library, crafted bytecode (`code.__new__`, `marshal.loads`), and every way to reach an
+  interpreter frame (where the harness keeps its secret, below).
+- **Its own user, network and mount namespaces** where `unshare` can make them (the strongest way that
+  works is probed once per process, by running the harness on a known case): the child sees only a
+  loopback interface, which is down, and every file system remounted read-only, whatever the hook lets
+  through; failing a mount namespace, the user and network ones alone.
+- **Another user**: started as root, the child drops to `nobody`, without supplementary groups, where
+  `nobody` can run this Python (not when it lies under a private home such as /root).
 - **An unforgeable verdict**: the harness reports each passed assert on a private pipe as a line tagged
   with a random nonce that only its own frame holds; the code's stdout and stderr go to /dev/null, so
   printing, exiting early or crashing cannot claim a pass. Output read back is capped.
 
-A judge, not a security boundary for arbitrary programs: an answer can still make an assert pass by
-cheating it (an object that equals everything), as it can in any test-based grading.
+A judge, not a security boundary for arbitrary programs: CPython's audit hooks are not meant as one
+(a memory-safety bug of the interpreter would get past them), and an answer can still make an assert
+pass by cheating it (an object that equals everything), as it can in any test-based grading.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -51,7 +59,7 @@ class SandboxLimits:
         cpu_s: CPU seconds (RLIMIT_CPU).
         memory_mb: Address space in MiB (RLIMIT_AS).
         open_files: Open file descriptors (RLIMIT_NOFILE).
-        processes: Processes of the sandbox's user (RLIMIT_NPROC; not enforced for root, hence `nobody`).
+        processes: Processes of the sandbox's user (RLIMIT_NPROC; the kernel exempts root).
         output_bytes: Bytes of the result pipe read back; the run is killed past them.
         concurrent: Sandboxes running at once in one event loop (with these limits); more wait their turn.
     """
@@ -226,13 +234,31 @@ _PRELOAD = (
 
 @dataclass(frozen=True)
 class _Mode:
-    """How sandboxes start here: in their own network namespace or not, as `nobody` or as this user."""
+    """How sandboxes start here: which namespaces they get, and as which user.
+
+    Attributes:
+        unshare: The `unshare` program, for new user and network namespaces; None: none.
+        remount: The `mount` program, to remount every file system read-only in a new mount namespace
+            (with `unshare`); None: the file systems stay as they are.
+        nobody: Drop to `nobody` (only started as root).
+    """
 
     unshare: str | None
+    remount: str | None
     nobody: bool
 
     def command(self, *argv: str) -> list[str]:
-        return [self.unshare, "--user", "--net", "--", *argv] if self.unshare else list(argv)
+        if self.unshare is None:
+            return list(argv)
+        if self.remount is None:
+            return [self.unshare, "--user", "--net", "--", *argv]
+        # Every mount point read-only (a failure leaves one as it was: the probe checks the working folder).
+        script = (
+            f'while read -r _ target _; do {shlex.quote(self.remount)} -o remount,bind,ro "$target" 2>/dev/null; '
+            'done < /proc/self/mounts; if (: > ./.writable) 2>/dev/null; then exit 97; fi; exec "$@"'
+        )
+        shell = shutil.which("sh") or "/bin/sh"
+        return [self.unshare, "--user", "--map-root-user", "--net", "--mount", "--", shell, "-c", script, "sh", *argv]
 
     def user(self) -> dict[str, Any]:
         return {"user": _NOBODY, "group": _NOBODY, "extra_groups": []} if self.nobody else {}
@@ -242,49 +268,32 @@ _MODES: dict[str, _Mode] = {}
 _SEMAPHORES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary()
 )
+_PROBE = ("def f():\n    return 1\n", ["assert f() == 1", "assert f() == 2"])
+"""A run whose answer is known (one pass of two): a way of starting that gives it works here."""
 
 
 async def _mode() -> _Mode:
     """Return the strongest way of starting a sandbox that works here; probed once per process.
 
-    Tried in turn: a new network namespace as `nobody`, as `nobody`, a new network namespace, neither.
-    `nobody` only when running as root (and able to run this Python: not when it lies under a private home).
+    Tried in turn, strongest first: new user, network and mount namespaces with every file system
+    read-only; new user and network namespaces; neither. Each as `nobody` first when started as root
+    (which works only if `nobody` can run this Python: not when it lies under a private home). A way
+    works when the harness, started so, reports the probe's known result.
     """
     if "mode" not in _MODES:
         unshare = shutil.which("unshare") if sys.platform == "linux" else None
+        mount = shutil.which("mount") if unshare else None
         root = hasattr(os, "geteuid") and os.geteuid() == 0
-        candidates = [_Mode(u, n) for n in ((True, False) if root else (False,)) for u in (unshare, None)]
-        chosen = _Mode(None, False)
-        for mode in dict.fromkeys(candidates):
-            if await _starts(mode):
-                chosen = mode
-                break
+        namespaces = [(unshare, mount), (unshare, None), (None, None)]
+        candidates = [_Mode(u, m, n) for u, m in namespaces for n in ((True, False) if root else (False,))]
+        chosen = _Mode(None, None, False)
+        for mode in dict.fromkeys(c for c in candidates if c.unshare or not c.remount):
+            with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
+                if await _run(*_PROBE, DEFAULT_LIMITS, mode) == 1:
+                    chosen = mode
+                    break
         _MODES["mode"] = chosen
     return _MODES["mode"]
-
-
-async def _starts(mode: _Mode) -> bool:
-    try:
-        with tempfile.TemporaryDirectory(prefix="moai-sandbox-") as folder:
-            os.chmod(folder, 0o755)
-            probe = await asyncio.create_subprocess_exec(
-                *mode.command(sys.executable, "-I", "-S", "-B", "-c", "pass"),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-                env={},
-                cwd=folder,
-                start_new_session=True,
-                **mode.user(),
-            )
-            try:
-                return await asyncio.wait_for(probe.wait(), 10) == 0
-            finally:
-                _kill(probe)
-                with contextlib.suppress(ProcessLookupError):
-                    await probe.wait()
-    except (OSError, TimeoutError, ValueError, subprocess.SubprocessError):
-        return False
 
 
 async def network_isolated() -> bool:

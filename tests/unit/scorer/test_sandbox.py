@@ -132,6 +132,19 @@ def test_the_network_is_isolated_where_unshare_works() -> None:
     assert seen.stdout.strip() == "['lo']"
 
 
+def test_the_file_systems_are_read_only_where_a_mount_namespace_can_be_made(tmp_path: Path) -> None:
+    # Beneath the hook: a process started as sandboxes are, without the harness, cannot write a file.
+    asyncio.run(network_isolated())  # probes the way sandboxes start here
+    mode = sandbox._MODES["mode"]
+    if mode.remount is None:
+        pytest.skip("no mount namespace here; the audit hook alone refuses writes")
+    target = tmp_path / "written.txt"
+    write = f"open({str(target)!r}, 'w').write('x')"
+    done = subprocess.run(mode.command(sys.executable, "-I", "-S", "-c", write), cwd=tmp_path, capture_output=True)
+    assert done.returncode != 0 and b"Read-only file system" in done.stderr
+    assert not target.exists()
+
+
 def test_no_more_sandboxes_run_at_once_than_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     running = peak = 0
 
@@ -170,5 +183,5 @@ def test_the_event_loop_keeps_running_while_a_sandbox_runs() -> None:
 
 def test_no_sandbox_here_means_no_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandbox.sys, "executable", os.devnull)
-    monkeypatch.setitem(sandbox._MODES, "mode", sandbox._Mode(None, False))
+    monkeypatch.setitem(sandbox._MODES, "mode", sandbox._Mode(None, None, False))
     assert passed(DEFINE) is None
