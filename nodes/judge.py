@@ -18,7 +18,7 @@ from moai.nodes.prompts import judge_messages, parse_judgement
 from moai.nodes.runtime import MixRuntime, nothing_answered
 from moai.nodes.state import Call, MixState, Proposal, Verdict
 from moai.nodes.stop import stop_reason
-from moai.scorer.answers import read_scores
+from moai.scorer.answers import aread_scores
 
 __all__ = ["make_judge"]
 
@@ -58,7 +58,9 @@ def make_judge(mix: MixRuntime, step: JudgeStep) -> Callable[..., Coroutine[Any,
             if judgement is not None:
                 cross, critique = [*judgement.scores], judgement.critique
         # Model output is data here: the texts are parsed by pure functions, never sent as instructions.
-        read = read_scores(step.read, state["query"], [p["content"] for p in latest])
+        read = await aread_scores(
+            step.read, state["query"], [p["content"] for p in latest], [p.get("logprob") for p in latest]
+        )
         verdicts = [
             _verdict(step, p, c, r, state["gate"]["scores"], critique)
             for p, c, r in zip(latest, cross, read, strict=True)

@@ -13,6 +13,7 @@ from moai.nodes.context import MixContext
 from moai.nodes.prompts import parse_confidence, propose_messages
 from moai.nodes.runtime import MixRuntime
 from moai.nodes.state import Proposal, ProposeTask
+from moai.scorer.logprob import logprob_stats
 
 __all__ = ["make_propose"]
 
@@ -65,6 +66,7 @@ def make_propose(
                 role=task["role"],
                 content=content,
                 confidence=confidence,
+                logprob=logprob_stats(reply.response_metadata.get("logprobs")),
             )
             if reply.tool_calls:
                 proposal["tool_calls"] = list(reply.tool_calls)

@@ -8,6 +8,8 @@ from typing import Annotated, Literal, NotRequired
 from langchain_core.messages import AnyMessage, ToolCall
 from typing_extensions import TypedDict
 
+from moai.scorer.logprob import LogprobStats
+
 __all__ = [
     "Call",
     "GateDecision",
@@ -61,6 +63,8 @@ class Proposal(TypedDict):
     confidence: float | None
     tool_calls: NotRequired[list[ToolCall]]
     """The tools the model called instead of answering in text (only a model offered the caller's tools)."""
+    logprob: NotRequired[LogprobStats | None]
+    """Its reply's token log-probabilities, reduced, where the provider gave them (read by `read: [logprob]`)."""
 
 
 class Verdict(TypedDict):
