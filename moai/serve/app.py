@@ -45,7 +45,7 @@ from moai.chat_model import MixtureChatModel
 from moai.errors import MixError, MixRunError, ProviderError
 from moai.mix_instructions import bundled_mixes, load_any
 from moai.serve.errors import ApiError, error_response
-from moai.serve.keys import KeyGuard, Keys, load_keys
+from moai.serve.keys import Key, KeyGuard, Keys, load_keys
 from moai.serve.metrics import Metrics
 from moai.serve.schemas import ChatCompletionRequest, ChatMessage, FeedbackRequest, unsupported
 from moai.usage import record_feedback
@@ -88,6 +88,8 @@ class Catalog:
                 self.sources[spec.name] = str(path)
                 self.descriptions[spec.name] = spec.description or ""
         self._models: dict[str, MixtureChatModel] = {}
+        self.budgets: dict[str, float | None] = {}
+        """Each compiled mix's `budget_usd`: the most one of its runs can cost (a key's hold)."""
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -117,6 +119,7 @@ class Catalog:
             if name not in self._models:
                 try:
                     self._models[name] = MixtureChatModel(mix=self.sources[name], usage_db=self.usage_db)
+                    self.budgets[name] = load_any(self.sources[name]).gate.objective.budget_usd
                 except (MixError, ProviderError) as err:
                     raise ApiError(500, f"the mix '{name}' cannot run here: {err}", code="mix_unavailable") from err
             return self._models[name]
@@ -148,14 +151,19 @@ def create_app(
     guard = None if keys is None else KeyGuard(keys if isinstance(keys, Keys) else load_keys(keys), usage_db, clock)
     metrics = Metrics()
 
-    async def authorize(request: Request, *, limits: bool = False) -> str | None:
-        """Return the id of the request's key (None without `keys`); 401 without one, 429 over its limits."""
-        if guard is None:
-            return None
-        header = request.headers.get("authorization")
-        if not limits:
-            return guard.check_key(header).id
-        return (await run_in_threadpool(guard.check, header)).id
+    async def authorize(request: Request) -> Key | None:
+        """Return the request's key (None without `keys`); 401 without one."""
+        return None if guard is None else guard.check_key(request.headers.get("authorization"))
+
+    async def admit(key: Key | None, mix: str, run_id: str) -> bool:
+        """Let a run in within its key's limits (429 otherwise); return whether it must be settled."""
+        if guard is None or key is None:
+            return False
+        return await run_in_threadpool(guard.admit, key, run_id, catalog.budgets.get(mix))
+
+    def settle(run_id: str) -> None:
+        if guard is not None:
+            guard.settle(run_id)
 
     app = FastAPI(title="moai", summary="Mixes of models behind an OpenAI-compatible API", docs_url=None)
     app.state.catalog = catalog
@@ -213,7 +221,7 @@ def create_app(
         started = time.perf_counter()
         mix = "-"  # an unknown model's name is not a label: clients could grow the metrics without bound
         try:
-            key_id = await authorize(request, limits=True)  # before the body is read: a stranger's costs nothing
+            key = await authorize(request)  # before the body is read: a stranger's costs nothing
             body = _parse(ChatCompletionRequest, await _read_json(request, max_body_bytes))
             model = await run_in_threadpool(catalog.model, body.model)
             mix = body.model
@@ -222,13 +230,19 @@ def create_app(
             messages = to_messages(body.messages)
             run_id = str(uuid.uuid4())
             config: dict[str, Any] = {"run_id": uuid.UUID(run_id)}
-            configurable = {"user_id": body.user, "key_id": key_id}
+            configurable = {"user_id": body.user, "key_id": key.id if key else None}
             if any(configurable.values()):
                 config["configurable"] = {name: value for name, value in configurable.items() if value}
+            held = await admit(key, mix, run_id)
+            ended = (lambda: settle(run_id)) if held else None
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
-                return await _stream(model, messages, config, mix, run_id, include_usage, metrics, started)
-            reply = await _answer(model.ainvoke(messages, config))  # type: ignore[arg-type]
+                return await _stream(model, messages, config, mix, run_id, include_usage, metrics, started, ended)
+            try:
+                reply = await _answer(model.ainvoke(messages, config))  # type: ignore[arg-type]
+            finally:
+                if ended is not None:
+                    ended()
         except ApiError as err:
             metrics.request(mix, err.status, time.perf_counter() - started, err.code)
             raise
@@ -402,17 +416,21 @@ async def _stream(
     include_usage: bool,
     metrics: Metrics,
     started: float,
+    ended: Callable[[], None] | None = None,
 ) -> StreamingResponse:
     """Stream the final answer's tokens as OpenAI's chunks.
 
     The first token is awaited before the response starts, so a run that fails before it (no model
     answered) is still a 502 with the error's body. A client that goes away cancels the run: Starlette
-    cancels the body's task, which cancels the mix's graph, which records the run as failed.
+    cancels the body's task, which cancels the mix's graph, which records the run as failed. `ended` is
+    called once the run is over, however it ends (a key's hold is settled then).
     """
     # The run is read by a task of its own: cancelling the response (Starlette's cancel scope cancels
     # every await in it, again and again) must not cut short the run's own cleanup, which records it.
     queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
     pump = asyncio.create_task(_pump(model.astream(messages, config), queue))  # type: ignore[arg-type]
+    if ended is not None:
+        pump.add_done_callback(lambda _: ended())
 
     async def next_piece() -> AIMessageChunk | None:
         more, item = await queue.get()
