@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -48,7 +49,7 @@ from moai.serve.errors import ApiError, error_response
 from moai.serve.keys import Key, KeyGuard, Keys, load_keys
 from moai.serve.metrics import Metrics
 from moai.serve.schemas import ChatCompletionRequest, ChatMessage, FeedbackRequest, unsupported
-from moai.usage import record_feedback
+from moai.usage import monitor_for, record_feedback, resolve_db
 
 __all__ = ["MAX_BODY_BYTES", "Catalog", "app_from_env", "create_app"]
 
@@ -165,7 +166,20 @@ def create_app(
         if guard is not None:
             guard.settle(run_id)
 
-    app = FastAPI(title="moai", summary="Mixes of models behind an OpenAI-compatible API", docs_url=None)
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # uvicorn ends its process by re-raising the SIGTERM it drained on, which skips atexit: the usage
+        # rows still queued (calls, runs, the keys' settled holds) are written now, or they would be lost.
+        db = resolve_db(usage_db)
+        if db is not None:
+            await run_in_threadpool(monitor_for(db).flush)
+        if guard is not None:
+            guard.close()
+
+    app = FastAPI(
+        title="moai", summary="Mixes of models behind an OpenAI-compatible API", docs_url=None, lifespan=lifespan
+    )
     app.state.catalog = catalog
     app.state.metrics = metrics
 

@@ -361,3 +361,21 @@ async def test_concurrent_runs_of_a_key_never_spend_past_its_daily_limit(tmp_pat
         assert store.key_spend("capped", 0.0) == pytest.approx(0.008)
     finally:
         store.close()
+
+
+async def test_the_server_writes_its_queued_usage_rows_when_it_shuts_down(
+    mixes: Path, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn ends by re-raising SIGTERM, which skips atexit: the app's shutdown flushes the monitor."""
+    flushed: list[str] = []
+    monitor = monitor_for(db)
+
+    def flush(timeout: float = 30.0) -> bool:
+        flushed.append(monitor.db)
+        return True
+
+    monkeypatch.setattr(monitor, "flush", flush)
+    app = create_app(mixes)
+    async with app.router.lifespan_context(app):
+        assert flushed == []
+    assert flushed == [db]
