@@ -103,6 +103,10 @@ class Catalog:
             self.descriptions[name] = load_any(self.sources[name]).description or ""
         return self.descriptions[name]
 
+    def compiled(self, name: str) -> MixtureChatModel | None:
+        """Return the chat model of a mix if it is compiled already, else None (never blocks)."""
+        return self._models.get(name)
+
     def model(self, name: str) -> MixtureChatModel:
         """Return the chat model of a mix, compiled on first use (blocking: call it in a thread).
 
@@ -237,7 +241,8 @@ def create_app(
         try:
             key = await authorize(request)  # before the body is read: a stranger's costs nothing
             body = _parse(ChatCompletionRequest, await _read_json(request, max_body_bytes))
-            model = await run_in_threadpool(catalog.model, body.model)
+            # A compiled mix is taken as it is: a trip through the thread pool costs two thread switches.
+            model = catalog.compiled(body.model) or await run_in_threadpool(catalog.model, body.model)
             mix = body.model
             if (refused := unsupported(body)) is not None:
                 raise ApiError(400, refused[1], param=refused[0], code="unsupported_parameter")
