@@ -50,6 +50,8 @@ MAX_DAILY_USD = 1e9
 """Highest daily spend limit, in US dollars."""
 WINDOW_S = 60.0
 """The window a key's `rpm` counts requests over."""
+RETRY_HELD_S = 2
+"""The Retry-After of a run refused while the key's runs under way hold the rest of its day's limit."""
 MAX_BEARER = 512
 """Longest bearer token read; a longer one is no key."""
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}")
@@ -283,25 +285,33 @@ class KeyGuard:
             )
         if refused is None:
             return holds
-        reason, value = refused
-        if reason == "daily_usd":
-            wait = _day_start(now) + 86_400 - now
-            limit = key.daily_usd or 0.0
-            more = f", and a run of this mix may cost up to ${hold_usd:g}" if hold_usd and value < limit else ""
+        if refused.reason == "rpm":
+            retry = max(1, math.ceil(refused.wait_s))
             raise ApiError(
                 429,
-                f"the key '{key.id}' has spent ${value:.6f} today (its runs under way counted at their budget)"
-                f" of its ${limit:g} a day (UTC){more}:"
-                " it is refused until 00:00 UTC",
-                code="daily_budget_exceeded",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                f"the key '{key.id}' is over its rate of {key.rpm} requests a minute: retry in {retry} s",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(retry)},
             )
-        retry = max(1, math.ceil(value))
+        limit = key.daily_usd or 0.0
+        spent = f"the key '{key.id}' has spent ${refused.spent_usd:.6f} today of its ${limit:g} a day (UTC)"
+        fits_later = refused.spent_usd + hold_usd <= limit if hold_usd is not None else refused.spent_usd < limit
+        if fits_later:
+            # The key's runs under way hold the rest: room may free as they end (each costs at most its hold).
+            up_to = f" (up to ${hold_usd:g} for this mix)" if hold_usd is not None else ""
+            raise ApiError(
+                429,
+                f"{spent}, and its runs under way may cost ${refused.held_usd:.6f} more: this run{up_to} waits"
+                f" for them to end: retry in {RETRY_HELD_S} s",
+                code="daily_budget_exceeded",
+                headers={"Retry-After": str(RETRY_HELD_S)},
+            )
+        wait = _day_start(now) + 86_400 - now
         raise ApiError(
             429,
-            f"the key '{key.id}' is over its rate of {key.rpm} requests a minute: retry in {retry} s",
-            code="rate_limit_exceeded",
-            headers={"Retry-After": str(retry)},
+            f"{spent}: it is refused until 00:00 UTC",
+            code="daily_budget_exceeded",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
 
     def settle(self, run_id: str) -> None:

@@ -21,12 +21,25 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
-__all__ = ["CALL_COLUMNS", "RUN_COLUMNS", "LearnUpdate", "UsageStore", "default_db", "resolve_db"]
+__all__ = ["CALL_COLUMNS", "RUN_COLUMNS", "LearnUpdate", "Refusal", "UsageStore", "default_db", "resolve_db"]
 
 LearnUpdate = tuple[int, str, list[float], float, float]
 """One row of `learn_updates` as read back: (id, model, embedding, prior, reward)."""
+
+
+class Refusal(NamedTuple):
+    """Why `UsageStore.admit_run` did not let a run in."""
+
+    reason: Literal["daily_usd", "rpm"]
+    spent_usd: float = 0.0
+    """The key's calls' cost today."""
+    held_usd: float = 0.0
+    """What its runs under way may still cost."""
+    wait_s: float = 0.0
+    """For "rpm": the seconds until the rate's window has room."""
+
 
 RUN_COLUMNS = (
     "run_id",
@@ -402,7 +415,7 @@ class UsageStore:
             None when the request is let in (and counted), else the seconds until the window has room.
         """
         refused = self.admit_run(key_id, "", since=0.0, rpm=limit, window_s=window_s, now=now)
-        return None if refused is None else refused[1]
+        return None if refused is None else refused.wait_s
 
     def admit_run(
         self,
@@ -415,7 +428,7 @@ class UsageStore:
         rpm: int | None = None,
         window_s: float = 60.0,
         now: float | None = None,
-    ) -> tuple[str, float] | None:
+    ) -> Refusal | None:
         """Let a run of a key in if it fits the key's daily spend and rate; hold what it may spend.
 
         The key's spend is what its calls since `since` cost, plus what each of its runs under way may
@@ -428,17 +441,16 @@ class UsageStore:
         mid-run) lapses at the end of its day.
 
         Returns:
-            None when the run is let in (counted for the rate, and held), else ("daily_usd", the spend)
-            or ("rpm", the seconds until the rate's window has room).
+            None when the run is let in (counted for the rate, and held), else why not.
         """
         now = time.time() if now is None else now
         with self._transaction() as cur:
             if self.postgres:
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"moai-key:{key_id}"])
             if daily_usd is not None:
-                spent = self._key_spend(cur, key_id, since)
-                if spent >= daily_usd or (hold_usd is not None and spent + hold_usd > daily_usd):
-                    return "daily_usd", spent
+                spent, held = self._key_spend(cur, key_id, since)
+                if spent + held >= daily_usd or (hold_usd is not None and spent + held + hold_usd > daily_usd):
+                    return Refusal("daily_usd", spent, held)
             if rpm is not None:
                 start = now - window_s
                 cur.execute(self._sql("DELETE FROM key_requests WHERE key_id = ? AND ts <= ?"), [key_id, start])
@@ -448,7 +460,8 @@ class UsageStore:
                 )
                 count, oldest = cur.fetchone()
                 if int(count) >= rpm:
-                    return "rpm", max(0.0, float(oldest) + window_s - now) if oldest is not None else window_s
+                    wait = max(0.0, float(oldest) + window_s - now) if oldest is not None else window_s
+                    return Refusal("rpm", wait_s=wait)
                 cur.execute(self._sql("INSERT INTO key_requests (key_id, ts) VALUES (?, ?)"), [key_id, now])
             if daily_usd is not None and hold_usd is not None:
                 cur.execute(
@@ -457,8 +470,8 @@ class UsageStore:
                 )
         return None
 
-    def _key_spend(self, cur: Any, key_id: str, since: float) -> float:
-        """Return a key's spend since `since`: its calls' cost, and what its held runs may still spend."""
+    def _key_spend(self, cur: Any, key_id: str, since: float) -> tuple[float, float]:
+        """Return what a key's calls cost since `since`, and what its held runs may still spend."""
         cur.execute(self._sql("DELETE FROM key_holds WHERE key_id = ? AND ts < ?"), [key_id, since])
         cur.execute(self._sql("SELECT SUM(cost_usd) FROM calls WHERE key_id = ? AND ts >= ?"), [key_id, since])
         spent = _usd(cur.fetchone()[0])
@@ -469,7 +482,7 @@ class UsageStore:
             ),
             [key_id],
         )
-        return spent + sum(max(_usd(held) - _usd(used), 0.0) for held, used in cur.fetchall())
+        return spent, sum(max(_usd(held) - _usd(used), 0.0) for held, used in cur.fetchall())
 
     def close(self) -> None:
         """Close the connection."""

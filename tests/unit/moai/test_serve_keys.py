@@ -20,7 +20,7 @@ from moai.errors import MixError
 from moai.serve import create_app
 from moai.serve.keys import KeyGuard, hash_key, load_keys
 from moai.usage import UsageStore, monitor_for
-from moai.usage.store import CALL_COLUMNS, RUN_COLUMNS
+from moai.usage.store import CALL_COLUMNS, RUN_COLUMNS, Refusal
 
 PRICED = """
 name: priced
@@ -322,14 +322,15 @@ def test_a_run_holds_its_budget_until_it_is_settled(db: str) -> None:
     call = {"mix": "m", "node": "n", "model": "a", "status": "ok", "key_id": "k", "ts": time.time()}
     try:
         assert store.admit_run("k", "r1", since=0.0, daily_usd=1.0, hold_usd=0.6) is None
-        assert store.admit_run("k", "r2", since=0.0, daily_usd=1.0, hold_usd=0.6) == ("daily_usd", 0.6)
+        assert store.admit_run("k", "r2", since=0.0, daily_usd=1.0, hold_usd=0.6) == Refusal("daily_usd", 0.0, 0.6)
         store.write([("call", call | {"run_id": "r1", "cost_usd": 0.5})])  # under way: its hold still counts
-        assert store.admit_run("k", "r2", since=0.0, daily_usd=1.0, hold_usd=0.6) == ("daily_usd", 0.6)
+        refused = store.admit_run("k", "r2", since=0.0, daily_usd=1.0, hold_usd=0.6)
+        assert refused == Refusal("daily_usd", 0.5, pytest.approx(0.1))
         store.write([("call", call | {"run_id": "r1", "cost_usd": 0.25})])  # past its hold: its cost counts
-        assert store.admit_run("k", "r2", since=0.0, daily_usd=1.0, hold_usd=0.6) == ("daily_usd", 0.75)
+        assert store.admit_run("k", "r2", since=0.0, daily_usd=1.0, hold_usd=0.6) == Refusal("daily_usd", 0.75, 0.0)
         store.write([("settle", {"run_id": "r1"})])
         assert store.admit_run("k", "r2", since=0.0, daily_usd=1.0, hold_usd=0.25) is None
-        assert store.admit_run("k", "r3", since=0.0, daily_usd=1.0) == ("daily_usd", 1.0)
+        assert store.admit_run("k", "r3", since=0.0, daily_usd=1.0) == Refusal("daily_usd", 0.75, 0.25)
         assert store.admit_run("other", "r4", since=0.0, daily_usd=1.0, hold_usd=1.0) is None  # per key
         assert store.admit_run("k", "r5", since=time.time() + 10, daily_usd=1.0, hold_usd=1.0) is None  # a new day
     finally:
@@ -347,11 +348,15 @@ async def test_concurrent_runs_of_a_key_never_spend_past_its_daily_limit(tmp_pat
         replies = await asyncio.gather(
             *(client.post("/v1/chat/completions", json=ask, headers=bearer(plain["capped"])) for _ in range(10))
         )
+        assert monitor_for(db).flush()
         later = await client.post("/v1/chat/completions", json=ask, headers=bearer(plain["capped"]))
     codes = sorted(reply.status_code for reply in [*replies, later])
     assert codes == [200] * 2 + [429] * 9
-    refused = next(reply for reply in replies if reply.status_code == 429).json()["error"]
+    held = next(reply for reply in replies if reply.status_code == 429)
+    refused = held.json()["error"]
     assert refused["code"] == "daily_budget_exceeded" and "up to $0.005" in refused["message"]
+    assert "retry in 2 s" in refused["message"] and held.headers["retry-after"] == "2"  # room may free as runs end
+    assert "until 00:00 UTC" in later.json()["error"]["message"]  # $0.008 spent: no room for $0.005 today
     _, calls = rows(db)
     assert sum(row["cost_usd"] for row in calls) == pytest.approx(0.008)
     store = UsageStore(db)
