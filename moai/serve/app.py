@@ -44,7 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from moai.chat_model import MixtureChatModel
 from moai.errors import MixError, MixRunError, ProviderError
-from moai.mix_instructions import bundled_mixes, load_any
+from moai.mix_instructions import MixSpec, bundled_mixes, load_any
 from moai.serve.errors import ApiError, error_response
 from moai.serve.keys import Key, KeyGuard, Keys, load_keys
 from moai.serve.metrics import Metrics
@@ -124,7 +124,9 @@ class Catalog:
             if name not in self._models:
                 try:
                     self._models[name] = MixtureChatModel(mix=self.sources[name], usage_db=self.usage_db)
-                    self.budgets[name] = load_any(self.sources[name]).gate.objective.budget_usd
+                    spec = load_any(self.sources[name])
+                    # An A/B split's arms are mixes of their own: it holds nothing (see KeyGuard.admit).
+                    self.budgets[name] = spec.gate.objective.budget_usd if isinstance(spec, MixSpec) else None
                 except (MixError, ProviderError) as err:
                     raise ApiError(500, f"the mix '{name}' cannot run here: {err}", code="mix_unavailable") from err
             return self._models[name]
@@ -242,7 +244,9 @@ def create_app(
             key = await authorize(request)  # before the body is read: a stranger's costs nothing
             body = _parse(ChatCompletionRequest, await _read_json(request, max_body_bytes))
             # A compiled mix is taken as it is: a trip through the thread pool costs two thread switches.
-            model = catalog.compiled(body.model) or await run_in_threadpool(catalog.model, body.model)
+            model = catalog.compiled(body.model)
+            if model is None:
+                model = await run_in_threadpool(catalog.model, body.model)
             mix = body.model
             if (refused := unsupported(body)) is not None:
                 raise ApiError(400, refused[1], param=refused[0], code="unsupported_parameter")

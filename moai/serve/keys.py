@@ -256,9 +256,9 @@ class KeyGuard:
         what its runs under way may still spend) plus `hold_usd` (the most the run can cost: its mix's
         `budget_usd`, which `call_model` enforces on every call) is within the limit; the hold stays until
         `settle`. So, when every run has a hold, a key's spend never exceeds its daily limit. A run without
-        one (its mix sets no budget) is let in while the spend is under the limit, and may take the key
-        over it by what it costs: the key's spend is then at most the limit plus the cost of its unheld
-        runs that were under way when the spend reached it.
+        one (its mix sets no budget, or it is an A/B split) is let in while the spend is under the limit,
+        and may take the key over it by what it costs: the key's spend is then at most the limit plus the
+        cost of its unheld runs that were under way when the spend reached it.
 
         Returns:
             True when the run holds spend: `settle(run_id)` must follow once the run has ended.
