@@ -7,9 +7,11 @@ process (usage recorded too). In one run:
 
   latency   one request at a time, the two variants interleaved: p50/p95 and what the server adds
   ttft      time to the first streamed token, server (stream=True) against in-process `astream`
-  load      64 concurrent clients at 50 ms a call: requests/s with 1 and 2 server workers, and in-process
+  load      64 concurrent clients at 50 ms a call: requests/s with 1 and 2 server workers, and in-process,
+            with the CPU time each request cost the server's processes and the client's
 
-Client and server share this 2-core machine, so the throughput figures include the client's own work.
+Client and server share this 2-core machine, so the throughput figures include the client's own work;
+the CPU times per request say how much of the machine each side takes, whatever else runs on it.
 Usage: python bench/serve.py [--quick] [--out FILE]
 """
 
@@ -72,9 +74,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """Return the CPU time (user and system) of a process and its children (uvicorn's workers); NaN off Linux."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        total = 0
+        for each in [pid, *map(int, children)]:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 @contextmanager
-def server(mixes: Path, workers: int, db: Path) -> Iterator[str]:
-    """Run `moai serve` on a free port until the block ends; yield its base URL."""
+def server(mixes: Path, workers: int, db: Path) -> Iterator[tuple[str, int]]:
+    """Run `moai serve` on a free port until the block ends; yield its base URL and process id."""
     port = free_port()
     env = {**os.environ, "MOAI_USAGE_DB": str(db)}
     log = (mixes / f"serve-{workers}.log").open("wb")
@@ -92,7 +107,7 @@ def server(mixes: Path, workers: int, db: Path) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"moai serve did not start: see {log.name}")
             time.sleep(0.2)
-        yield url
+        yield url, proc.pid
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -160,8 +175,11 @@ async def ttft(url: str, mix: Path, name: str, n: int) -> dict[str, list[float]]
     return times
 
 
-async def load(call: Callable[[], Awaitable[Any]], total: int) -> tuple[float, int]:
-    """Requests per second with CLIENTS concurrent clients making `total` requests in all, and the errors."""
+async def load(
+    call: Callable[[], Awaitable[Any]], total: int, pid: int | None = None
+) -> tuple[float, int, float, float]:
+    """Return requests/s with CLIENTS concurrent clients making `total` requests in all, the errors, and the CPU
+    milliseconds a request cost the server's processes (`pid`; NaN without) and this process."""
     await asyncio.gather(*(call() for _ in range(CLIENTS)))  # warm-up
     remaining, errors = total, 0
 
@@ -175,9 +193,12 @@ async def load(call: Callable[[], Awaitable[Any]], total: int) -> tuple[float, i
                 errors += 1
                 print(f"  ! {type(err).__name__}: {err}", file=sys.stderr)
 
+    server_cpu, client_cpu = cpu_seconds(pid) if pid else float("nan"), time.process_time()
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CLIENTS)))
-    return total / (time.perf_counter() - start), errors
+    rate = total / (time.perf_counter() - start)
+    server_ms = (cpu_seconds(pid) - server_cpu) * 1000 / total if pid else float("nan")
+    return rate, errors, server_ms, (time.process_time() - client_cpu) * 1000 / total
 
 
 def main() -> None:
@@ -186,13 +207,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where to write the table (default: bench/results/serve.md)")
     args = parser.parse_args()
     n, total = (20, 128) if args.quick else (200, 1280)
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"load average": [os.getloadavg()[0]]}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         os.environ["MOAI_USAGE_DB"] = str(folder / "in-process.db")
         mixes = {delay: write_mix(folder, delay) for delay in (0, 50)}
         for workers in (1, 2):
-            with server(folder, workers, folder / f"server-{workers}.db") as url:
+            with server(folder, workers, folder / f"server-{workers}.db") as (url, pid):
                 if workers == 1:
                     for delay, mix in mixes.items():
                         name = f"route_{delay}ms"
@@ -203,9 +224,10 @@ def main() -> None:
                 def call(api: AsyncOpenAI = api) -> Awaitable[Any]:
                     return api.chat.completions.create(model="route_50ms", messages=MESSAGES)  # type: ignore[arg-type]
 
-                results[f"load server {workers}"] = asyncio.run(load(call, total))
+                results[f"load server {workers}"] = asyncio.run(load(call, total, pid))
         local = MixtureChatModel(mix=str(mixes[50]))
         results["load in-process"] = asyncio.run(load(lambda: local.ainvoke(QUESTION), total))
+    results["load average"].append(os.getloadavg()[0])
     text = report(results, n, total)
     print(text)
     out = args.out or (None if args.quick else ROOT / "bench" / "results" / "serve.md")
@@ -220,7 +242,9 @@ def report(results: dict[str, Any], n: int, total: int) -> str:
         "",
         __doc__.split("\n\n")[1].replace("\n", " "),
         "",
-        f"- Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        f"- Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"load average (1 min) {results['load average'][0]:.1f} at the start, {results['load average'][1]:.1f} "
+        "at the end (other work on the machine)",
         "- Command: `python bench/serve.py`",
         "",
         "| measure | scripted latency | server p50 ms | in-process p50 ms | added p50 ms | server p95 ms "
@@ -238,10 +262,10 @@ def report(results: dict[str, Any], n: int, total: int) -> str:
         "",
         f"Throughput, {CLIENTS} concurrent clients, {total} requests, 50 ms a model call:",
         "",
-        "| variant | requests/s | failed requests |",
-        "|---|---:|---:|",
+        "| variant | requests/s | failed requests | server CPU ms/request | client CPU ms/request |",
+        "|---|---:|---:|---:|---:|",
         *(
-            f"| {label} | {results[key][0]:.0f} | {results[key][1]} |"
+            f"| {label} | {results[key][0]:.0f} | {results[key][1]} | {_ms(results[key][2])} | {results[key][3]:.2f} |"
             for key, label in (
                 ("load server 1", "moai serve, 1 worker"),
                 ("load server 2", "moai serve, 2 workers"),
@@ -251,6 +275,10 @@ def report(results: dict[str, Any], n: int, total: int) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _ms(value: float) -> str:
+    return "-" if value != value else f"{value:.2f}"  # NaN: not measured (in-process, or off Linux)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -61,13 +62,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from moai.chat_model import MixtureChatModel
 from moai.errors import MixError, MixRunError, ProviderError
-from moai.mix_instructions import bundled_mixes, load_any
+from moai.mix_instructions import MixSpec, bundled_mixes, load_any
 from moai.nodes.tools import check_offer
 from moai.serve.errors import ApiError, error_response
-from moai.serve.keys import KeyGuard, Keys, load_keys
+from moai.serve.keys import Key, KeyGuard, Keys, load_keys
 from moai.serve.metrics import Metrics
 from moai.serve.schemas import ChatCompletionRequest, ChatMessage, FeedbackRequest, unsupported
-from moai.usage import record_feedback
+from moai.usage import monitor_for, record_feedback, resolve_db
 
 __all__ = ["MAX_BODY_BYTES", "Catalog", "app_from_env", "create_app"]
 
@@ -107,6 +108,8 @@ class Catalog:
                 self.sources[spec.name] = str(path)
                 self.descriptions[spec.name] = spec.description or ""
         self._models: dict[str, MixtureChatModel] = {}
+        self.budgets: dict[str, float | None] = {}
+        """Each compiled mix's `budget_usd`: the most one of its runs can cost (a key's hold)."""
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -118,6 +121,10 @@ class Catalog:
         if name not in self.descriptions:
             self.descriptions[name] = load_any(self.sources[name]).description or ""
         return self.descriptions[name]
+
+    def compiled(self, name: str) -> MixtureChatModel | None:
+        """Return the chat model of a mix if it is compiled already, else None (never blocks)."""
+        return self._models.get(name)
 
     def model(self, name: str) -> MixtureChatModel:
         """Return the chat model of a mix, compiled on first use (blocking: call it in a thread).
@@ -136,6 +143,9 @@ class Catalog:
             if name not in self._models:
                 try:
                     self._models[name] = MixtureChatModel(mix=self.sources[name], usage_db=self.usage_db)
+                    spec = load_any(self.sources[name])
+                    # An A/B split's arms are mixes of their own: it holds nothing (see KeyGuard.admit).
+                    self.budgets[name] = spec.gate.objective.budget_usd if isinstance(spec, MixSpec) else None
                 except (MixError, ProviderError) as err:
                     raise ApiError(500, f"the mix '{name}' cannot run here: {err}", code="mix_unavailable") from err
             return self._models[name]
@@ -167,16 +177,34 @@ def create_app(
     guard = None if keys is None else KeyGuard(keys if isinstance(keys, Keys) else load_keys(keys), usage_db, clock)
     metrics = Metrics()
 
-    async def authorize(request: Request, *, limits: bool = False) -> str | None:
-        """Return the id of the request's key (None without `keys`); 401 without one, 429 over its limits."""
-        if guard is None:
-            return None
-        header = request.headers.get("authorization")
-        if not limits:
-            return guard.check_key(header).id
-        return (await run_in_threadpool(guard.check, header)).id
+    async def authorize(request: Request) -> Key | None:
+        """Return the request's key (None without `keys`); 401 without one."""
+        return None if guard is None else guard.check_key(request.headers.get("authorization"))
 
-    app = FastAPI(title="moai", summary="Mixes of models behind an OpenAI-compatible API", docs_url=None)
+    async def admit(key: Key | None, mix: str, run_id: str) -> bool:
+        """Let a run in within its key's limits (429 otherwise); return whether it must be settled."""
+        if guard is None or key is None:
+            return False
+        return await run_in_threadpool(guard.admit, key, run_id, catalog.budgets.get(mix))
+
+    def settle(run_id: str) -> None:
+        if guard is not None:
+            guard.settle(run_id)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # uvicorn ends its process by re-raising the SIGTERM it drained on, which skips atexit: the usage
+        # rows still queued (calls, runs, the keys' settled holds) are written now, or they would be lost.
+        db = resolve_db(usage_db)
+        if db is not None:
+            await run_in_threadpool(monitor_for(db).flush)
+        if guard is not None:
+            guard.close()
+
+    app = FastAPI(
+        title="moai", summary="Mixes of models behind an OpenAI-compatible API", docs_url=None, lifespan=lifespan
+    )
     app.state.catalog = catalog
     app.state.metrics = metrics
 
@@ -232,9 +260,12 @@ def create_app(
         started = time.perf_counter()
         mix = "-"  # an unknown model's name is not a label: clients could grow the metrics without bound
         try:
-            key_id = await authorize(request, limits=True)  # before the body is read: a stranger's costs nothing
+            key = await authorize(request)  # before the body is read: a stranger's costs nothing
             body = _parse(ChatCompletionRequest, await _read_json(request, max_body_bytes))
-            model = await run_in_threadpool(catalog.model, body.model)
+            # A compiled mix is taken as it is: a trip through the thread pool costs two thread switches.
+            model = catalog.compiled(body.model)
+            if model is None:
+                model = await run_in_threadpool(catalog.model, body.model)
             mix = body.model
             if (refused := unsupported(body)) is not None:
                 raise ApiError(400, refused[1], param=refused[0], code="unsupported_parameter")
@@ -242,13 +273,21 @@ def create_app(
             messages = to_messages(body.messages)
             run_id = str(uuid.uuid4())
             config: dict[str, Any] = {"run_id": uuid.UUID(run_id)}
-            configurable = {"user_id": body.user, "key_id": key_id}
+            configurable = {"user_id": body.user, "key_id": key.id if key else None}
             if any(configurable.values()):
                 config["configurable"] = {name: value for name, value in configurable.items() if value}
+            held = await admit(key, mix, run_id)
+            ended = (lambda: settle(run_id)) if held else None
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
-                return await _stream(model, messages, config, offered, mix, run_id, include_usage, metrics, started)
-            reply = await _answer(model.ainvoke(messages, config, **offered))  # type: ignore[arg-type]
+                return await _stream(
+                    model, messages, config, offered, mix, run_id, include_usage, metrics, started, ended
+                )
+            try:
+                reply = await _answer(model.ainvoke(messages, config, **offered))  # type: ignore[arg-type]
+            finally:
+                if ended is not None:
+                    ended()
         except ApiError as err:
             metrics.request(mix, err.status, time.perf_counter() - started, err.code)
             raise
@@ -526,17 +565,21 @@ async def _stream(
     include_usage: bool,
     metrics: Metrics,
     started: float,
+    ended: Callable[[], None] | None = None,
 ) -> StreamingResponse:
     """Stream the final answer's tokens as OpenAI's chunks.
 
     The first token is awaited before the response starts, so a run that fails before it (no model
     answered) is still a 502 with the error's body. A client that goes away cancels the run: Starlette
-    cancels the body's task, which cancels the mix's graph, which records the run as failed.
+    cancels the body's task, which cancels the mix's graph, which records the run as failed. `ended` is
+    called once the run is over, however it ends (a key's hold is settled then).
     """
     # The run is read by a task of its own: cancelling the response (Starlette's cancel scope cancels
     # every await in it, again and again) must not cut short the run's own cleanup, which records it.
     queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
     pump = asyncio.create_task(_pump(model.astream(messages, config, **offered), queue))  # type: ignore[arg-type]
+    if ended is not None:
+        pump.add_done_callback(lambda _: ended())
 
     async def next_piece() -> AIMessageChunk | None:
         more, item = await queue.get()

@@ -13,7 +13,8 @@ microsecond a request where scrypt or PBKDF2 would cost tens of milliseconds.
 
 The limits hold across a server's workers and replicas because they are read from the usage store
 they share (PostgreSQL for several machines): the spend is the sum of the key's calls' cost since
-00:00 UTC, the rate the key's requests let in over the last 60 seconds (`UsageStore.admit`).
+00:00 UTC and what its runs under way may still cost, the rate the key's requests let in over the last
+60 seconds (`KeyGuard.admit`, `UsageStore.admit_run`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import yaml
 from moai.errors import MixError
 from moai.mix_instructions.load import read_data
 from moai.serve.errors import ApiError
-from moai.usage import UsageStore, resolve_db
+from moai.usage import UsageStore, monitor_for, resolve_db
 
 __all__ = ["MAX_DAILY_USD", "MAX_KEYS", "MAX_RPM", "Key", "KeyGuard", "Keys", "add_key", "hash_key", "load_keys"]
 
@@ -49,6 +50,8 @@ MAX_DAILY_USD = 1e9
 """Highest daily spend limit, in US dollars."""
 WINDOW_S = 60.0
 """The window a key's `rpm` counts requests over."""
+RETRY_HELD_S = 2
+"""The Retry-After of a run refused while the key's runs under way hold the rest of its day's limit."""
 MAX_BEARER = 512
 """Longest bearer token read; a longer one is no key."""
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}")
@@ -245,44 +248,76 @@ class KeyGuard:
             raise ApiError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
         return key
 
-    def check(self, authorization: str | None) -> Key:
-        """Return the key of a request's `Authorization` header, if it is within its limits (blocking).
+    def admit(self, key: Key, run_id: str, hold_usd: float | None = None) -> bool:
+        """Let a run of a key in if it is within the key's limits (blocking); return whether it holds spend.
 
-        The spend is checked before the run: a run let in under the limit may end over it, so a key can
-        go over its daily limit by what the runs it had under way at the time cost (one run a request).
+        The daily limit holds across every worker and replica sharing the usage store, because a run is
+        let in, in one transaction serialised per key, only if the key's spend (its calls' cost today, and
+        what its runs under way may still spend) plus `hold_usd` (the most the run can cost: its mix's
+        `budget_usd`, which `call_model` enforces on every call) is within the limit; the hold stays until
+        `settle`. So, when every run has a hold, a key's spend never exceeds its daily limit. A run without
+        one (its mix sets no budget, or it is an A/B split) is let in while the spend is under the limit,
+        and may take the key over it by what it costs: the key's spend is then at most the limit plus the
+        cost of its unheld runs that were under way when the spend reached it.
+
+        Returns:
+            True when the run holds spend: `settle(run_id)` must follow once the run has ended.
 
         Raises:
-            ApiError: 401 without a known key; 429 over the key's daily spend or its rate, with Retry-After.
+            ApiError: 429 over the key's daily spend or its rate, with Retry-After.
         """
-        key = self.check_key(authorization)
         if key.daily_usd is None and key.rpm is None:
-            return key
+            return False
+        holds = key.daily_usd is not None and hold_usd is not None
         with self._lock:  # one connection a process: UsageStore is not thread-safe
             if self._store is None:
                 self._store = UsageStore(str(self.db))
             now = self.clock()
-            if key.daily_usd is not None:
-                spent = self._store.key_spend(key.id, _day_start(now))
-                if spent >= key.daily_usd:
-                    wait = _day_start(now) + 86_400 - now
-                    raise ApiError(
-                        429,
-                        f"the key '{key.id}' has spent ${spent:.6f} today of its ${key.daily_usd:g} a day (UTC):"
-                        " it is refused until 00:00 UTC",
-                        code="daily_budget_exceeded",
-                        headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                    )
-            if key.rpm is not None:
-                refused_for = self._store.admit(key.id, key.rpm, WINDOW_S, now)
-                if refused_for is not None:
-                    retry = max(1, math.ceil(refused_for))
-                    raise ApiError(
-                        429,
-                        f"the key '{key.id}' is over its rate of {key.rpm} requests a minute: retry in {retry} s",
-                        code="rate_limit_exceeded",
-                        headers={"Retry-After": str(retry)},
-                    )
-        return key
+            refused = self._store.admit_run(
+                key.id,
+                run_id,
+                since=_day_start(now),
+                daily_usd=key.daily_usd,
+                hold_usd=hold_usd,
+                rpm=key.rpm,
+                window_s=WINDOW_S,
+                now=now,
+            )
+        if refused is None:
+            return holds
+        if refused.reason == "rpm":
+            retry = max(1, math.ceil(refused.wait_s))
+            raise ApiError(
+                429,
+                f"the key '{key.id}' is over its rate of {key.rpm} requests a minute: retry in {retry} s",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(retry)},
+            )
+        limit = key.daily_usd or 0.0
+        spent = f"the key '{key.id}' has spent ${refused.spent_usd:.6f} today of its ${limit:g} a day (UTC)"
+        fits_later = refused.spent_usd + hold_usd <= limit if hold_usd is not None else refused.spent_usd < limit
+        if fits_later:
+            # The key's runs under way hold the rest: room may free as they end (each costs at most its hold).
+            up_to = f" (up to ${hold_usd:g} for this mix)" if hold_usd is not None else ""
+            raise ApiError(
+                429,
+                f"{spent}, and its runs under way may cost ${refused.held_usd:.6f} more: this run{up_to} waits"
+                f" for them to end: retry in {RETRY_HELD_S} s",
+                code="daily_budget_exceeded",
+                headers={"Retry-After": str(RETRY_HELD_S)},
+            )
+        wait = _day_start(now) + 86_400 - now
+        raise ApiError(
+            429,
+            f"{spent}: it is refused until 00:00 UTC",
+            code="daily_budget_exceeded",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
+    def settle(self, run_id: str) -> None:
+        """End a run's hold: queued after the run's call rows, so its cost is counted throughout."""
+        if self.db is not None:
+            monitor_for(str(self.db)).record("settle", {"run_id": run_id})
 
     def close(self) -> None:
         """Close the store's connection."""

@@ -4,7 +4,8 @@ Six tables: `runs` (one row a query through a mix), `calls` (one row a model cal
 outcome), `feedback` (scores users gave to runs), and online learning's `learn_contexts` (a learning
 gate's choice: the query's embedding, the model, the scorer's prediction) and `learn_updates` (one
 outcome of such a choice, from feedback or a judge: what every process's bandit adds up), and
-`key_requests` (when each request of a server's key was let in: its rate limit, across processes). A
+`key_requests` (when each request of a server's key was let in: its rate limit, across processes) and
+`key_holds` (what each run of a key under way may still spend: its daily limit, across processes). A
 database written before a table or column existed gets it when it is next opened. Both back-ends speak
 the same SQL, written once with `?` placeholders; PostgreSQL's driver gets them as `%s`.
 """
@@ -20,12 +21,25 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
-__all__ = ["CALL_COLUMNS", "RUN_COLUMNS", "LearnUpdate", "UsageStore", "default_db", "resolve_db"]
+__all__ = ["CALL_COLUMNS", "RUN_COLUMNS", "LearnUpdate", "Refusal", "UsageStore", "default_db", "resolve_db"]
 
 LearnUpdate = tuple[int, str, list[float], float, float]
 """One row of `learn_updates` as read back: (id, model, embedding, prior, reward)."""
+
+
+class Refusal(NamedTuple):
+    """Why `UsageStore.admit_run` did not let a run in."""
+
+    reason: Literal["daily_usd", "rpm"]
+    spent_usd: float = 0.0
+    """The key's calls' cost today."""
+    held_usd: float = 0.0
+    """What its runs under way may still cost."""
+    wait_s: float = 0.0
+    """For "rpm": the seconds until the rate's window has room."""
+
 
 RUN_COLUMNS = (
     "run_id",
@@ -138,6 +152,11 @@ def _finite(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _usd(value: Any) -> float:
+    """Return a sum of costs read back as a finite, non-negative float (None, NaN or below 0: 0)."""
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) and value > 0 else 0.0
+
+
 def _is_url(db: str) -> bool:
     return db.startswith(("postgresql://", "postgres://"))
 
@@ -188,6 +207,7 @@ class UsageStore:
         contexts = f"run_id TEXT NOT NULL, mix TEXT, model TEXT, ts {real}, prior {real}, sources TEXT, x {blob}"
         updates = f"id {key}, mix TEXT, model TEXT, run_id TEXT, ts {real}, prior {real}, reward {real}, source TEXT"
         updates += f", x {blob}"
+        holds = f"ts {real}, usd {real}"
         with self._transaction() as cur:
             if self.postgres:
                 # Two processes creating one table at once collide in PostgreSQL's catalog even with IF NOT
@@ -205,6 +225,8 @@ class UsageStore:
             cur.execute("CREATE INDEX IF NOT EXISTS runs_ts ON runs (ts)")
             cur.execute(f"CREATE TABLE IF NOT EXISTS key_requests (key_id TEXT NOT NULL, ts {self._type('ts')})")
             cur.execute("CREATE INDEX IF NOT EXISTS key_requests_key ON key_requests (key_id, ts)")
+            cur.execute(f"CREATE TABLE IF NOT EXISTS key_holds (run_id TEXT NOT NULL, key_id TEXT NOT NULL, {holds})")
+            cur.execute("CREATE INDEX IF NOT EXISTS key_holds_key ON key_holds (key_id, ts)")
             for table, columns in (("runs", RUN_COLUMNS), ("calls", CALL_COLUMNS)):
                 # A database of an earlier release lacks the columns added since: they are added, empty.
                 cur.execute(f"SELECT * FROM {table} WHERE 1 = 0")
@@ -234,10 +256,14 @@ class UsageStore:
 
         Each op is ("run", row) to insert a run, ("finish", row) to update it, ("call", row), ("feedback", row),
         ("learn", row) for a learning gate's choice (run_id, mix, model, prior, sources, x: the embedding) or
-        ("reward", row) for an outcome of it (run_id, model, reward, source; see `add_reward`).
+        ("reward", row) for an outcome of it (run_id, model, reward, source; see `add_reward`), or
+        ("settle", row) to end the hold of a key's run (run_id; see `admit_run`).
         """
         with self._transaction() as cur:
             for kind, row in ops:
+                if kind == "settle":
+                    cur.execute(self._sql("DELETE FROM key_holds WHERE run_id = ?"), [row["run_id"]])
+                    continue
                 if kind == "learn":
                     self._add_context(cur, row)
                     continue
@@ -388,20 +414,75 @@ class UsageStore:
         Returns:
             None when the request is let in (and counted), else the seconds until the window has room.
         """
+        refused = self.admit_run(key_id, "", since=0.0, rpm=limit, window_s=window_s, now=now)
+        return None if refused is None else refused.wait_s
+
+    def admit_run(
+        self,
+        key_id: str,
+        run_id: str,
+        *,
+        since: float,
+        daily_usd: float | None = None,
+        hold_usd: float | None = None,
+        rpm: int | None = None,
+        window_s: float = 60.0,
+        now: float | None = None,
+    ) -> Refusal | None:
+        """Let a run of a key in if it fits the key's daily spend and rate; hold what it may spend.
+
+        The key's spend is what its calls since `since` cost, plus what each of its runs under way may
+        still spend (its hold less what its calls cost so far). A run is let in when that spend is under
+        `daily_usd` and, with a `hold_usd` (the most the run can cost: its mix's budget), when the spend
+        plus the hold is within `daily_usd`; its hold is then kept until the run is settled (a "settle" op,
+        written after the run's calls, so the run's cost is counted all along). Checking, counting and
+        holding are one transaction, serialised per key (PostgreSQL's advisory lock, SQLite's write lock),
+        so every process sharing the database shares the limits. An unsettled hold (a process that died
+        mid-run) lapses at the end of its day.
+
+        Returns:
+            None when the run is let in (counted for the rate, and held), else why not.
+        """
         now = time.time() if now is None else now
-        start = now - window_s
         with self._transaction() as cur:
             if self.postgres:
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"moai-key:{key_id}"])
-            cur.execute(self._sql("DELETE FROM key_requests WHERE key_id = ? AND ts <= ?"), [key_id, start])
-            cur.execute(
-                self._sql("SELECT COUNT(*), MIN(ts) FROM key_requests WHERE key_id = ? AND ts > ?"), [key_id, start]
-            )
-            count, oldest = cur.fetchone()
-            if int(count) >= limit:
-                return max(0.0, float(oldest) + window_s - now) if oldest is not None else window_s
-            cur.execute(self._sql("INSERT INTO key_requests (key_id, ts) VALUES (?, ?)"), [key_id, now])
+            if daily_usd is not None:
+                spent, held = self._key_spend(cur, key_id, since)
+                if spent + held >= daily_usd or (hold_usd is not None and spent + held + hold_usd > daily_usd):
+                    return Refusal("daily_usd", spent, held)
+            if rpm is not None:
+                start = now - window_s
+                cur.execute(self._sql("DELETE FROM key_requests WHERE key_id = ? AND ts <= ?"), [key_id, start])
+                cur.execute(
+                    self._sql("SELECT COUNT(*), MIN(ts) FROM key_requests WHERE key_id = ? AND ts > ?"),
+                    [key_id, start],
+                )
+                count, oldest = cur.fetchone()
+                if int(count) >= rpm:
+                    wait = max(0.0, float(oldest) + window_s - now) if oldest is not None else window_s
+                    return Refusal("rpm", wait_s=wait)
+                cur.execute(self._sql("INSERT INTO key_requests (key_id, ts) VALUES (?, ?)"), [key_id, now])
+            if daily_usd is not None and hold_usd is not None:
+                cur.execute(
+                    self._sql("INSERT INTO key_holds (run_id, key_id, ts, usd) VALUES (?, ?, ?, ?)"),
+                    [run_id, key_id, now, float(hold_usd)],
+                )
         return None
+
+    def _key_spend(self, cur: Any, key_id: str, since: float) -> tuple[float, float]:
+        """Return what a key's calls cost since `since`, and what its held runs may still spend."""
+        cur.execute(self._sql("DELETE FROM key_holds WHERE key_id = ? AND ts < ?"), [key_id, since])
+        cur.execute(self._sql("SELECT SUM(cost_usd) FROM calls WHERE key_id = ? AND ts >= ?"), [key_id, since])
+        spent = _usd(cur.fetchone()[0])
+        cur.execute(
+            self._sql(
+                "SELECT h.usd, SUM(c.cost_usd) FROM key_holds h LEFT JOIN calls c ON c.run_id = h.run_id"
+                " WHERE h.key_id = ? GROUP BY h.run_id, h.usd"
+            ),
+            [key_id],
+        )
+        return spent, sum(max(_usd(held) - _usd(used), 0.0) for held, used in cur.fetchall())
 
     def close(self) -> None:
         """Close the connection."""

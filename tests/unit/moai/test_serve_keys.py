@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import stat
@@ -19,7 +20,7 @@ from moai.errors import MixError
 from moai.serve import create_app
 from moai.serve.keys import KeyGuard, hash_key, load_keys
 from moai.usage import UsageStore, monitor_for
-from moai.usage.store import CALL_COLUMNS, RUN_COLUMNS
+from moai.usage.store import CALL_COLUMNS, RUN_COLUMNS, Refusal
 
 PRICED = """
 name: priced
@@ -301,3 +302,85 @@ async def test_a_streamed_run_is_keyed_and_counted_too(
     assert {row["key_id"] for row in calls if row["run_id"] == run_id} == {"capped"}
     refused = await client.post("/v1/chat/completions", json=ASK | {"stream": True}, headers=bearer(plain["capped"]))
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "daily_budget_exceeded"
+
+
+BUDGETED = """
+name: budgeted
+description: One scripted model whose runs cost $0.004 each, within a budget of $0.005 a run.
+models:
+  mini: {provider: fake, model: mini, quality: 0.6, max_tokens: 4, delay_s: 0.01,
+         price: {input_per_mtok: 0.0, output_per_mtok: 1000.0}, replies: ["Paris is the capital."]}
+gate: {top_k: 1, scorer: priors, objective: {budget_usd: 0.005}}
+steps:
+  - {kind: propose, name: answer}
+aggregate: {mode: best}
+"""
+
+
+def test_a_run_holds_its_budget_until_it_is_settled(db: str) -> None:
+    store = UsageStore(db)
+    call = {"mix": "m", "node": "n", "model": "a", "status": "ok", "key_id": "k", "ts": time.time()}
+    try:
+        assert store.admit_run("k", "r1", since=0.0, daily_usd=1.0, hold_usd=0.6) is None
+        assert store.admit_run("k", "r2", since=0.0, daily_usd=1.0, hold_usd=0.6) == Refusal("daily_usd", 0.0, 0.6)
+        store.write([("call", call | {"run_id": "r1", "cost_usd": 0.5})])  # under way: its hold still counts
+        refused = store.admit_run("k", "r2", since=0.0, daily_usd=1.0, hold_usd=0.6)
+        assert refused == Refusal("daily_usd", 0.5, pytest.approx(0.1))
+        store.write([("call", call | {"run_id": "r1", "cost_usd": 0.25})])  # past its hold: its cost counts
+        assert store.admit_run("k", "r2", since=0.0, daily_usd=1.0, hold_usd=0.6) == Refusal("daily_usd", 0.75, 0.0)
+        store.write([("settle", {"run_id": "r1"})])
+        assert store.admit_run("k", "r2", since=0.0, daily_usd=1.0, hold_usd=0.25) is None
+        assert store.admit_run("k", "r3", since=0.0, daily_usd=1.0) == Refusal("daily_usd", 0.75, 0.25)
+        assert store.admit_run("other", "r4", since=0.0, daily_usd=1.0, hold_usd=1.0) is None  # per key
+        assert store.admit_run("k", "r5", since=time.time() + 10, daily_usd=1.0, hold_usd=1.0) is None  # a new day
+    finally:
+        store.close()
+
+
+async def test_concurrent_runs_of_a_key_never_spend_past_its_daily_limit(tmp_path: Path, db: str) -> None:
+    """Each run holds its mix's budget ($0.005) while under way: of $0.012 a day, two runs ($0.004 each) fit."""
+    folder = tmp_path / "budgeted"
+    folder.mkdir()
+    (folder / "budgeted.yaml").write_text(BUDGETED)
+    path, plain = keys_file(tmp_path, capped={"daily_usd": 0.012})
+    ask = ASK | {"model": "budgeted"}
+    async with client_of(create_app(folder, keys=path)) as client:
+        replies = await asyncio.gather(
+            *(client.post("/v1/chat/completions", json=ask, headers=bearer(plain["capped"])) for _ in range(10))
+        )
+        assert monitor_for(db).flush()
+        later = await client.post("/v1/chat/completions", json=ask, headers=bearer(plain["capped"]))
+    codes = sorted(reply.status_code for reply in [*replies, later])
+    assert codes == [200] * 2 + [429] * 9
+    held = next(reply for reply in replies if reply.status_code == 429)
+    refused = held.json()["error"]
+    assert refused["code"] == "daily_budget_exceeded" and "up to $0.005" in refused["message"]
+    assert "retry in 2 s" in refused["message"] and held.headers["retry-after"] == "2"  # room may free as runs end
+    assert "until 00:00 UTC" in later.json()["error"]["message"]  # $0.008 spent: no room for $0.005 today
+    _, calls = rows(db)
+    assert sum(row["cost_usd"] for row in calls) == pytest.approx(0.008)
+    store = UsageStore(db)
+    try:
+        # Every hold was settled: an unsettled one would count $0.001 more (its budget less its cost).
+        assert store.admit_run("capped", "r", since=0.0, daily_usd=0.0085) is None
+        assert store.key_spend("capped", 0.0) == pytest.approx(0.008)
+    finally:
+        store.close()
+
+
+async def test_the_server_writes_its_queued_usage_rows_when_it_shuts_down(
+    mixes: Path, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn ends by re-raising SIGTERM, which skips atexit: the app's shutdown flushes the monitor."""
+    flushed: list[str] = []
+    monitor = monitor_for(db)
+
+    def flush(timeout: float = 30.0) -> bool:
+        flushed.append(monitor.db)
+        return True
+
+    monkeypatch.setattr(monitor, "flush", flush)
+    app = create_app(mixes)
+    async with app.router.lifespan_context(app):
+        assert flushed == []
+    assert flushed == [db]
