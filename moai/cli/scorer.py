@@ -43,6 +43,7 @@ def bench_routing(args: argparse.Namespace) -> int:
     """Run `moai bench routing`: train every method, evaluate on test, write report (and plot)."""
     from moai.scorer.benchmark.evaluate import format_table, run_benchmark
     from moai.scorer.data.routing import load, split_rows
+    from moai.scorer.predictors.descriptions import read_domains
 
     quiet = bool(args.quiet)
     try:
@@ -83,6 +84,7 @@ def bench_routing(args: argparse.Namespace) -> int:
             on_method=done,
             descriptions=descriptions,
             encoder=encoder,
+            domains=read_domains(args.descriptions) if descriptions is not None else None,
         )
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

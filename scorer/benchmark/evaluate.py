@@ -43,7 +43,7 @@ from moai.scorer.predictors.registry import make
 
 if TYPE_CHECKING:
     from moai.scorer.encoders import TextEncoder
-    from moai.scorer.predictors.descriptions import Description
+    from moai.scorer.predictors.descriptions import Description, Domain
 
 __all__ = [
     "METHOD_KEYS",
@@ -282,6 +282,7 @@ def run_benchmark(
     on_method: Callable[[str, ScorePredictor], None] | None = None,
     descriptions: Mapping[str, Description] | None = None,
     encoder: TextEncoder | None = None,
+    domains: Mapping[str, Domain] | None = None,
 ) -> dict[str, Any]:
     """Train every method on `train`, route `test`, and return the report (keys: `REPORT_KEYS`).
 
@@ -298,6 +299,7 @@ def run_benchmark(
         descriptions: What each model declares, for the zero-shot method 'descriptions' (which reads no
             training score: its `fit` only fixes the column order).
         encoder: The encoder of the embeddings, with which 'descriptions' embeds the declared texts.
+        domains: The kinds of query on which the descriptions state per-domain quality (`scores`).
     """
     if train.models != test.models:
         raise ValueError("train and test must have the same model columns")
@@ -348,7 +350,11 @@ def run_benchmark(
                 test, test_embeddings, train_costs, reference, ceiling, single_costs, seed
             )
             continue
-        predictor = make(name, descriptions=descriptions, encoder=encoder) if name == "descriptions" else make(name)
+        predictor = (
+            make(name, descriptions=descriptions, encoder=encoder, domains=domains)
+            if name == "descriptions"
+            else make(name)
+        )
         start = time.perf_counter()
         predictor.fit(
             train_embeddings, train.scores, train.models, seed, tasks=train.tasks, costs=train.costs, progress=progress
