@@ -64,7 +64,7 @@ def bench_routing(args: argparse.Namespace) -> int:
             "train_files": [str(p) for p in args.train],
             "test_files": [str(p) for p in args.test],
             "encoder": encoder.name,
-            **({"descriptions": str(args.descriptions)} if "descriptions" in methods else {}),
+            **({"descriptions": str(args.descriptions)} if descriptions is not None else {}),
             "load_s": round(load_s, 2),
             "encode_s": round(encode_s, 2),
         }
@@ -114,14 +114,15 @@ def _zero_shot(args: argparse.Namespace, models: Sequence[str], quiet: bool) -> 
     from moai.scorer.predictors.registry import METHODS
 
     methods = list(args.methods or METHODS)
-    if "descriptions" not in methods:
+    described = [m for m in methods if m == "descriptions" or m.endswith("_described")]
+    if not described:
         return methods, None
     if args.descriptions is None:
         args.descriptions = str(ROUTERDC_DESCRIPTIONS)
     descriptions = read_descriptions(args.descriptions)
     if missing := [m for m in models if m not in descriptions]:
         if args.methods:
-            raise ValueError(f"{args.descriptions} describes no {', '.join(missing)} (method 'descriptions')")
+            raise ValueError(f"{args.descriptions} describes no {', '.join(missing)} (method '{described[0]}')")
         _say(quiet, f"descriptions skipped: {args.descriptions} does not describe {', '.join(missing)}")
         methods.remove("descriptions")
         return methods, None
@@ -319,6 +320,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register `bench routing` and `scorer train|add-model|universe` on the `moai` parser's subparsers."""
+    from moai.scorer.benchmark.replay import ONLINE_METHODS
     from moai.scorer.encoders.sentence import DEFAULT_ENCODER
     from moai.scorer.predictors.registry import LEARNED, METHODS
 
@@ -332,12 +334,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument(
         "--methods",
         nargs="+",
-        choices=(*METHODS, "online"),
+        choices=(*METHODS, *ONLINE_METHODS),
         default=None,
         metavar="METHOD",
         help=f"methods to run (default all: {', '.join(METHODS)}; 'descriptions' where --descriptions "
         "describes every model); 'online' also replays the test queries through the gate's bandit from no "
-        "data (gate.learn's defaults), learning as it goes",
+        "data (gate.learn's defaults), learning as it goes; 'online_described' starts it from the "
+        "descriptions' scores; 'online_panel' and 'online_panel_described' learn every model's score of "
+        "each query (a judged panel), not only the routed one's",
     )
     p.add_argument(
         "--descriptions",
