@@ -95,11 +95,14 @@ def bench_routing(args: argparse.Namespace) -> int:
     print(format_table(report))
     print(f"\nreport: {out}")
     if args.plot:
-        from moai.scorer.benchmark.plot import plot_report
+        from moai.scorer.benchmark.plot import plot_online, plot_report
 
         names = ", ".join(Path(p).name for p in dict.fromkeys([*args.train, *args.test]))
         plot_report(report, args.plot, title=f"{names}: {len(test_rows)} test queries, seed {args.seed}")
         print(f"plot: {args.plot}")
+        curves = Path(args.plot).with_name(Path(args.plot).stem + "_online.png")
+        if plot_online(report, curves, title=f"{names}: online replays of {len(test_rows)} test queries"):
+            print(f"plot: {curves}")
     return 0
 
 

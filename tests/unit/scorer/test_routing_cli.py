@@ -117,6 +117,7 @@ def test_bench_routing_replays_online_and_plots_it(fake: FakeEncoder, tmp_path: 
     assert first["online"]["curve"][-1]["n"] == 30
     pytest.importorskip("matplotlib")
     assert run([*argv, "online", "--out", str(outs[0]), "--plot", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c_online.png").stat().st_size > 0
 
 
 def write_descriptions(path: Path, models: dict[str, str]) -> Path:
