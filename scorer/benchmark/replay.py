@@ -151,7 +151,7 @@ def replay(
     }, in_order
 
 
-ONLINE_METHODS = {
+ONLINE_METHODS: dict[str, tuple[bool, Literal["chosen", "all"]]] = {
     "online": (False, "chosen"),
     "online_described": (True, "chosen"),
     "online_panel": (False, "all"),

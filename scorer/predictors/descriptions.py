@@ -24,8 +24,8 @@ query's domain is then read from its similarity to each domain's description and
 `p[d] = softmax_d(best cosine to domain d / temperature)`, and the declared quality of step 3 becomes
 `sum_d p[d] * scores[m][d]` (a domain the model states nothing about counts at its `quality`). Only the
 domain's texts decide which figures apply, so a query is routed on what the cards report for queries of
-its kind, not on which card it resembles; `off_domain` then defaults to 1 (the model's own texts only
-break ties of the figures).
+its kind, not on which card it resembles; `off_domain` then defaults to 1, so the models' own texts do
+not enter the score (an `off_domain` below 1 weighs them in as in step 3).
 
 A product of numbers in [0, 1], so every score is in [0, 1] and finite, on the scale of the declared
 priors (what `gate.scorer: priors` gives), and the selector, the budget, `min_confidence` and the
