@@ -43,6 +43,7 @@ def bench_routing(args: argparse.Namespace) -> int:
     """Run `moai bench routing`: train every method, evaluate on test, write report (and plot)."""
     from moai.scorer.benchmark.evaluate import format_table, run_benchmark
     from moai.scorer.data.routing import load, split_rows
+    from moai.scorer.predictors.descriptions import read_domains
 
     quiet = bool(args.quiet)
     try:
@@ -63,7 +64,7 @@ def bench_routing(args: argparse.Namespace) -> int:
             "train_files": [str(p) for p in args.train],
             "test_files": [str(p) for p in args.test],
             "encoder": encoder.name,
-            **({"descriptions": str(args.descriptions)} if "descriptions" in methods else {}),
+            **({"descriptions": str(args.descriptions)} if descriptions is not None else {}),
             "load_s": round(load_s, 2),
             "encode_s": round(encode_s, 2),
         }
@@ -83,6 +84,7 @@ def bench_routing(args: argparse.Namespace) -> int:
             on_method=done,
             descriptions=descriptions,
             encoder=encoder,
+            domains=read_domains(args.descriptions) if descriptions is not None else None,
         )
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -93,11 +95,14 @@ def bench_routing(args: argparse.Namespace) -> int:
     print(format_table(report))
     print(f"\nreport: {out}")
     if args.plot:
-        from moai.scorer.benchmark.plot import plot_report
+        from moai.scorer.benchmark.plot import plot_online, plot_report
 
         names = ", ".join(Path(p).name for p in dict.fromkeys([*args.train, *args.test]))
         plot_report(report, args.plot, title=f"{names}: {len(test_rows)} test queries, seed {args.seed}")
         print(f"plot: {args.plot}")
+        curves = Path(args.plot).with_name(Path(args.plot).stem + "_online.png")
+        if plot_online(report, curves, title=f"{names}: online replays of {len(test_rows)} test queries"):
+            print(f"plot: {curves}")
     return 0
 
 
@@ -112,14 +117,15 @@ def _zero_shot(args: argparse.Namespace, models: Sequence[str], quiet: bool) -> 
     from moai.scorer.predictors.registry import METHODS
 
     methods = list(args.methods or METHODS)
-    if "descriptions" not in methods:
+    described = [m for m in methods if m == "descriptions" or m.endswith("_described")]
+    if not described:
         return methods, None
     if args.descriptions is None:
         args.descriptions = str(ROUTERDC_DESCRIPTIONS)
     descriptions = read_descriptions(args.descriptions)
     if missing := [m for m in models if m not in descriptions]:
         if args.methods:
-            raise ValueError(f"{args.descriptions} describes no {', '.join(missing)} (method 'descriptions')")
+            raise ValueError(f"{args.descriptions} describes no {', '.join(missing)} (method '{described[0]}')")
         _say(quiet, f"descriptions skipped: {args.descriptions} does not describe {', '.join(missing)}")
         methods.remove("descriptions")
         return methods, None
@@ -317,6 +323,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register `bench routing` and `scorer train|add-model|universe` on the `moai` parser's subparsers."""
+    from moai.scorer.benchmark.replay import ONLINE_METHODS
     from moai.scorer.encoders.sentence import DEFAULT_ENCODER
     from moai.scorer.predictors.registry import LEARNED, METHODS
 
@@ -330,12 +337,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument(
         "--methods",
         nargs="+",
-        choices=(*METHODS, "online"),
+        choices=(*METHODS, *ONLINE_METHODS),
         default=None,
         metavar="METHOD",
         help=f"methods to run (default all: {', '.join(METHODS)}; 'descriptions' where --descriptions "
         "describes every model); 'online' also replays the test queries through the gate's bandit from no "
-        "data (gate.learn's defaults), learning as it goes",
+        "data (gate.learn's defaults), learning as it goes; 'online_described' starts it from the "
+        "descriptions' scores; 'online_panel' and 'online_panel_described' learn every model's score of "
+        "each query (a judged panel), not only the routed one's",
     )
     p.add_argument(
         "--descriptions",

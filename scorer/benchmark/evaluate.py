@@ -12,7 +12,9 @@ Reference points, over what exists in the test split:
 
 The method `online` trains on nothing: it replays the test queries in a seeded order through the gate's
 bandit (`moai.scorer.benchmark.replay`), learning each routed query's recorded score as it goes; its
-entry adds `online`, with the curves of gap recovered against the number of queries seen.
+entry adds `online`, with the curves of gap recovered against the number of queries seen. Its variants
+(`ONLINE_METHODS`) start from the zero-shot descriptions' scores (`online_described`), learn every
+model's score of each query as a judged panel would (`online_panel`), or both.
 
 Per method: quality and cost at alpha 0 (the quality-maximising setting, chosen a priori, never on
 test), gap recovered ``(quality - best single) / (oracle - best single)``, RouteMoA's Top-1-Hit,
@@ -32,10 +34,11 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from moai.scorer.benchmark.replay import ONLINE_METHODS
 from moai.scorer.data.routing import RoutingData
 from moai.scorer.objective import ALPHAS, aiq, model_costs, route
 from moai.scorer.predictors.base import FloatArray, ScorePredictor, validation_rows
@@ -43,7 +46,7 @@ from moai.scorer.predictors.registry import make
 
 if TYPE_CHECKING:
     from moai.scorer.encoders import TextEncoder
-    from moai.scorer.predictors.descriptions import Description
+    from moai.scorer.predictors.descriptions import Description, Domain
 
 __all__ = [
     "METHOD_KEYS",
@@ -282,6 +285,7 @@ def run_benchmark(
     on_method: Callable[[str, ScorePredictor], None] | None = None,
     descriptions: Mapping[str, Description] | None = None,
     encoder: TextEncoder | None = None,
+    domains: Mapping[str, Domain] | None = None,
 ) -> dict[str, Any]:
     """Train every method on `train`, route `test`, and return the report (keys: `REPORT_KEYS`).
 
@@ -298,6 +302,7 @@ def run_benchmark(
         descriptions: What each model declares, for the zero-shot method 'descriptions' (which reads no
             training score: its `fit` only fixes the column order).
         encoder: The encoder of the embeddings, with which 'descriptions' embeds the declared texts.
+        domains: The kinds of query on which the descriptions state per-domain quality (`scores`).
     """
     if train.models != test.models:
         raise ValueError("train and test must have the same model columns")
@@ -343,12 +348,24 @@ def run_benchmark(
         for t in sorted(set(test.tasks))
     }
     for name in methods:
-        if name == "online":
+        if name in ONLINE_METHODS:
+            described, feedback = ONLINE_METHODS[name]
+            priors = None
+            if described:
+                if descriptions is None:
+                    raise ValueError(f"method {name!r} needs the descriptions (--descriptions)")
+                zero_shot = make("descriptions", descriptions=descriptions, encoder=encoder, domains=domains)
+                zero_shot.fit(test_embeddings[:1], test.scores[:1], test.models, seed)  # fixes the columns only
+                priors = zero_shot.predict_embeddings(test_embeddings)
             report["methods"][name] = _online(
-                test, test_embeddings, train_costs, reference, ceiling, single_costs, seed
+                test, test_embeddings, train_costs, reference, ceiling, single_costs, seed, priors, feedback
             )
             continue
-        predictor = make(name, descriptions=descriptions, encoder=encoder) if name == "descriptions" else make(name)
+        predictor = (
+            make(name, descriptions=descriptions, encoder=encoder, domains=domains)
+            if name == "descriptions"
+            else make(name)
+        )
         start = time.perf_counter()
         predictor.fit(
             train_embeddings, train.scores, train.models, seed, tasks=train.tasks, costs=train.costs, progress=progress
@@ -376,12 +393,14 @@ def _online(
     ceiling: dict[str, Any],
     single_costs: Sequence[float],
     seed: int,
+    priors: FloatArray | None = None,
+    feedback: Literal["chosen", "all"] = "chosen",
 ) -> dict[str, Any]:
     """Return the online replay's entry: the method keys, with `online` (the curves) added."""
     from moai.scorer.benchmark.replay import online_entry
 
     start = time.perf_counter()
-    online, pred = online_entry(test, test_embeddings, seed)
+    online, pred = online_entry(test, test_embeddings, seed, priors=priors, feedback=feedback)
     elapsed = time.perf_counter() - start
     # The replay routes at alpha 0 (one choice a query), so its cost curve is that one point.
     entry = method_report(pred, test, train_costs, reference, ceiling, single_costs, alphas=[0.0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_report"]
+__all__ = ["plot_online", "plot_report"]
 
 
 def _short(model: str) -> str:
@@ -84,6 +84,53 @@ def plot_report(report: dict[str, Any], path: str | Path, title: str | None = No
         ax.legend(fontsize=8, loc="lower right")
         ax.tick_params(axis="y", labelsize=8)
     ax.set_title(heading, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_online(
+    report: dict[str, Any], path: str | Path, title: str | None = None, target: float | None = None
+) -> Path | None:
+    """Write the online replays' curves (gap recovered against queries seen) as a PNG; None without any.
+
+    Each replay draws two lines: the gap on the first n queries as they were routed (solid), and the gap
+    of the policy frozen at n on the queries after it (dashed). `target`, if given, is drawn as a line.
+
+    Raises:
+        ModuleNotFoundError: matplotlib is not installed.
+    """
+    replays = {name: m["online"]["curve"] for name, m in report["methods"].items() if "online" in m}
+    if not replays:
+        return None
+    try:
+        import matplotlib
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ModuleNotFoundError("plotting needs matplotlib (pip install matplotlib)") from err
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=130)
+    cmap = plt.get_cmap("tab10")
+    for i, (name, curve) in enumerate(replays.items()):
+        seen = [(p["n"], 100 * p["seen_gap"]) for p in curve if p.get("seen_gap") is not None]
+        rest = [(p["n"], 100 * p["rest_gap"]) for p in curve if p.get("rest_gap") is not None]
+        if seen:
+            ax.plot(*zip(*seen, strict=True), "-o", ms=3, color=cmap(i % 10), label=f"{name}, as routed")
+        if rest:
+            ax.plot(*zip(*rest, strict=True), "--", lw=1, color=cmap(i % 10), label=f"{name}, frozen at n, on the rest")
+    ax.axhline(0, color="black", lw=0.8)
+    if target is not None:
+        ax.axhline(100 * target, color="goldenrod", ls=":", lw=1.2, label=f"target ({100 * target:.1f}%)")
+    ax.set_xscale("log")
+    ax.set_xlabel("test queries seen (log scale)")
+    ax.set_ylabel("gap recovered (%)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(title or "online replays", fontsize=10)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)

@@ -26,7 +26,7 @@ from moai.mix_instructions.schema import Learn
 from moai.scorer.data.routing import RoutingData
 from moai.scorer.online import LinearBandit, features
 
-__all__ = ["CHECKPOINTS", "online_entry", "replay"]
+__all__ = ["CHECKPOINTS", "ONLINE_METHODS", "online_entry", "replay"]
 
 CHECKPOINTS = (100, 250, 500, 1000, 2000, 3000, 5000, 7500, 10000)
 """Numbers of queries seen at which the curves are read (those past the test size are skipped)."""
@@ -151,10 +151,38 @@ def replay(
     }, in_order
 
 
-def online_entry(test: RoutingData, embeddings: np.ndarray, seed: int = 0) -> tuple[dict[str, Any], np.ndarray]:
+ONLINE_METHODS: dict[str, tuple[bool, Literal["chosen", "all"]]] = {
+    "online": (False, "chosen"),
+    "online_described": (True, "chosen"),
+    "online_panel": (False, "all"),
+    "online_panel_described": (True, "all"),
+}
+"""The online replays the benchmark runs, by name: (starts from the descriptions' scores, feedback).
+
+'chosen' learns the routed model's score only (a user's feedback on the answer they got); 'all' learns
+every model's score of each query (a panel whose judge scores each model's answer, `gate.learn.sources:
+[judge]` in a mix that asks every model). Without the descriptions, every model starts at the same prior.
+"""
+
+
+def online_entry(
+    test: RoutingData,
+    embeddings: np.ndarray,
+    seed: int = 0,
+    *,
+    priors: np.ndarray | None = None,
+    feedback: Literal["chosen", "all"] = "chosen",
+) -> tuple[dict[str, Any], np.ndarray]:
     """Return the replay's report with `gate.learn`'s defaults, and its routing as one-hot predictions.
 
-    The defaults were chosen on a replay of RouterDC's train split, never on test.
+    The defaults were chosen on replays of RouterDC's train split, never on test.
+
+    Args:
+        test: The queries, with every model's recorded score.
+        embeddings: Their embeddings (the gate's encoder's), row-aligned.
+        seed: Seeds the order of the queries and the exploration draws.
+        priors: The scores [queries, models] the bandit starts from (None: the same for every model).
+        feedback: 'chosen' or 'all' (see `replay`).
     """
     learn = Learn()
     report, choice = replay(
@@ -165,8 +193,11 @@ def online_entry(test: RoutingData, embeddings: np.ndarray, seed: int = 0) -> tu
         prior_strength=learn.prior_strength,
         width=learn.width,
         scale=learn.scale,
+        feedback=feedback,
+        priors=priors,
         seed=seed,
     )
+    report["settings"]["prior"] = "given" if priors is not None else "flat"
     pred = np.zeros(test.scores.shape)
     rows = np.flatnonzero(choice >= 0)
     pred[rows, choice[rows]] = 1.0

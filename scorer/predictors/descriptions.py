@@ -18,6 +18,15 @@ semantic-router scores example utterances and Arch-Router plain-language route d
    for a query unlike them. The quality breaks near ties, and a query that matches no model well falls
    back to the best declared model.
 
+With **domains** (a descriptions file's `domains:`, e.g. one per public benchmark), each model may also
+state its quality per domain (`scores:`, e.g. the figure its public card reports on that benchmark): the
+query's domain is then read from its similarity to each domain's description and examples,
+`p[d] = softmax_d(best cosine to domain d / temperature)`, and the declared quality of step 3 becomes
+`sum_d p[d] * scores[m][d]` (a domain the model states nothing about counts at its `quality`). Only the
+domain's texts decide which figures apply, so a query is routed on what the cards report for queries of
+its kind, not on which card it resembles; `off_domain` then defaults to 1, so the models' own texts do
+not enter the score (an `off_domain` below 1 weighs them in as in step 3).
+
 A product of numbers in [0, 1], so every score is in [0, 1] and finite, on the scale of the declared
 priors (what `gate.scorer: priors` gives), and the selector, the budget, `min_confidence` and the
 constraints read it as they read any scorer's. Nothing is trained; the texts are embedded once, when the
@@ -34,14 +43,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from moai.mix_instructions.schema import MAX_DESCRIPTION_LENGTH, MAX_EXAMPLES, MAX_MODELS
 from moai.scorer.encoders import STATIC_ENCODER, TextEncoder
@@ -54,7 +63,9 @@ __all__ = [
     "BlendedScorer",
     "Description",
     "DescriptionScorer",
+    "Domain",
     "read_descriptions",
+    "read_domains",
 ]
 
 TEMPERATURE = 0.05
@@ -75,12 +86,15 @@ class Description:
         examples: Queries it should get.
         avoid: Queries it should not get.
         quality: Prior probability of a good answer, in [0, 1].
+        scores: Prior probability of a good answer per domain, in [0, 1].
     """
 
     text: str = ""
     examples: tuple[str, ...] = ()
     avoid: tuple[str, ...] = ()
     quality: float = 0.5
+    scores: Mapping[str, float] = field(default_factory=dict)
+    """Quality per domain (see `Domain`), in [0, 1]; a domain not named here counts at `quality`."""
 
     @property
     def positives(self) -> tuple[str, ...]:
@@ -88,7 +102,28 @@ class Description:
         return ((self.text,) if self.text.strip() else ()) + tuple(self.examples)
 
 
+@dataclass(frozen=True)
+class Domain:
+    """A kind of query (e.g. a public benchmark's), on which models state their quality.
+
+    Attributes:
+        text: What its queries are, in words.
+        examples: Queries of its kind.
+    """
+
+    text: str = ""
+    examples: tuple[str, ...] = ()
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """The texts a query of this domain resembles: the description (if any) and the examples."""
+        return ((self.text,) if self.text.strip() else ()) + tuple(self.examples)
+
+
 _Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_DESCRIPTION_LENGTH)]
+_Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+MAX_DOMAINS = 64
+"""Most domains a descriptions file may declare."""
 
 
 class _Declared(BaseModel):
@@ -98,36 +133,67 @@ class _Declared(BaseModel):
     examples: list[_Text] = Field(default_factory=list, max_length=MAX_EXAMPLES)
     avoid: list[_Text] = Field(default_factory=list, max_length=MAX_EXAMPLES)
     quality: float = Field(0.5, ge=0, le=1)
+    scores: dict[_Name, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict, max_length=MAX_DOMAINS)
+
+
+class _DomainDeclared(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = Field("", max_length=MAX_DESCRIPTION_LENGTH)
+    examples: list[_Text] = Field(default_factory=list, max_length=MAX_EXAMPLES)
 
 
 class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    models: dict[Annotated[str, StringConstraints(min_length=1, max_length=200)], _Declared] = Field(
-        max_length=MAX_MODELS
-    )
+    models: dict[_Name, _Declared] = Field(max_length=MAX_MODELS)
+    domains: dict[_Name, _DomainDeclared] = Field(default_factory=dict, max_length=MAX_DOMAINS)
+
+    @model_validator(mode="after")
+    def _known_domains(self) -> _File:
+        for name, model in self.models.items():
+            if unknown := sorted(set(model.scores) - set(self.domains)):
+                raise ValueError(
+                    f"models.{name}.scores names no declared domain: {', '.join(unknown)} "
+                    f"(domains: {', '.join(self.domains) or 'none'})"
+                )
+        return self
 
 
-def read_descriptions(path: str | os.PathLike[str]) -> dict[str, Description]:
-    """Read a descriptions file: `models: {name: {description, examples, avoid, quality}}` (YAML or JSON).
-
-    Raises:
-        ValueError: The file is missing, too large, or not of that shape (the message names the field).
-    """
+def _read(path: str | os.PathLike[str]) -> _File:
     file = Path(path)
     if not file.is_file() or file.stat().st_size > 1_000_000:
         raise ValueError(f"{file}: not a descriptions file of at most 1 MB")
     try:
-        parsed = _File.model_validate(yaml.safe_load(file.read_text(encoding="utf-8")))
+        return _File.model_validate(yaml.safe_load(file.read_text(encoding="utf-8")))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ValueError(f"{file}: not YAML: {err}") from None
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"{file}: {where}: {first['msg']}") from None
+        raise ValueError(f"{file}: {where}: {first['msg']}".replace(": : ", ": ")) from None
+
+
+def read_descriptions(path: str | os.PathLike[str]) -> dict[str, Description]:
+    """Read a descriptions file's models: `models: {name: {description, examples, avoid, quality, scores}}`.
+
+    The file (YAML or JSON) may also declare `domains: {name: {description, examples}}`, which each model's
+    `scores` name (see `read_domains`).
+
+    Raises:
+        ValueError: The file is missing, too large, or not of that shape (the message names the field).
+    """
     return {
-        name: Description(d.description, tuple(d.examples), tuple(d.avoid), d.quality)
-        for name, d in parsed.models.items()
+        name: Description(d.description, tuple(d.examples), tuple(d.avoid), d.quality, dict(d.scores))
+        for name, d in _read(path).models.items()
     }
+
+
+def read_domains(path: str | os.PathLike[str]) -> dict[str, Domain]:
+    """Read a descriptions file's domains: `domains: {name: {description, examples}}` (empty without any).
+
+    Raises:
+        ValueError: As `read_descriptions`.
+    """
+    return {name: Domain(d.description, tuple(d.examples)) for name, d in _read(path).domains.items()}
 
 
 class DescriptionScorer(ScorePredictor):
@@ -141,27 +207,32 @@ class DescriptionScorer(ScorePredictor):
         descriptions: Mapping[str, Description] | None = None,
         *,
         temperature: float = TEMPERATURE,
-        off_domain: float = OFF_DOMAIN,
+        off_domain: float | None = None,
         in_domain: float = IN_DOMAIN,
         encoder: TextEncoder | None = None,
         encoder_name: str | None = None,
+        domains: Mapping[str, Domain] | None = None,
     ) -> None:
         """Build the predictor (the texts are embedded when it first scores a query).
 
         Args:
             descriptions: Each model's declaration, by name; the column order of predictions.
-            temperature: See `TEMPERATURE` (> 0).
-            off_domain: See `OFF_DOMAIN` (in [0, 1]).
+            temperature: See `TEMPERATURE` (> 0); also divides the similarities to the domains.
+            off_domain: See `OFF_DOMAIN` (in [0, 1]); default `OFF_DOMAIN`, or 1 with `domains`.
             in_domain: See `IN_DOMAIN` (in [-1, 1]).
             encoder: The query encoder (default: built from `encoder_name`).
             encoder_name: Name of the encoder (default: the static encoder, `static-minilm`).
+            domains: The kinds of query the models' `scores` name (see the module's docstring).
 
         Raises:
-            ValueError: A setting is out of range.
+            ValueError: A setting is out of range, or a model's scores name a domain not given.
         """
         if encoder is None and encoder_name is None:
             encoder_name = STATIC_ENCODER
         super().__init__(encoder=encoder, encoder_name=encoder_name)
+        self.domains = dict(domains or {})
+        if off_domain is None:
+            off_domain = 1.0 if self.domains else OFF_DOMAIN
         if not (np.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         if not 0 <= off_domain <= 1:
@@ -173,10 +244,13 @@ class DescriptionScorer(ScorePredictor):
         self.off_domain = float(off_domain)
         self.descriptions = dict(descriptions or {})
         for name, d in self.descriptions.items():
-            if not 0 <= d.quality <= 1:
-                raise ValueError(f"quality of {name!r} must lie in [0, 1], got {d.quality!r}")
+            if not all(0 <= q <= 1 for q in (d.quality, *d.scores.values())):
+                raise ValueError(f"quality and scores of {name!r} must lie in [0, 1]")
+            if unknown := sorted(set(d.scores) - set(self.domains)):
+                raise ValueError(f"scores of {name!r} name unknown domains: {', '.join(unknown)}")
         self.models = tuple(self.descriptions)
         self._texts: F32Array | None = None  # [texts, dim], every model's positives, then every avoid
+        self._domain_texts: F32Array | None = None  # [texts, dim], every domain's texts
 
     @property
     def encoder(self) -> TextEncoder:
@@ -186,14 +260,14 @@ class DescriptionScorer(ScorePredictor):
     @encoder.setter
     def encoder(self, value: TextEncoder) -> None:
         self._encoder, self.encoder_name = value, value.name
-        self._texts = None  # embedded again with the new encoder
+        self._texts = self._domain_texts = None  # embedded again with the new encoder
 
     def _fit(self, emb: F32Array, s: FloatArray, *, tasks: Sequence[str] | None, progress: bool) -> None:
         # Zero-shot: nothing is learnt from the rows. `fit` only fixes the column order (the benchmark's
         # models), each of which must be described.
         if missing := [m for m in self.models if m not in self.descriptions]:
             raise ValueError(f"no description for {', '.join(missing)}")
-        self._texts = None  # the texts are embedded again, in the new column order
+        self._texts = self._domain_texts = None  # the texts are embedded again, in the new column order
 
     def _embedded(self) -> F32Array:
         if self._texts is None:
@@ -205,6 +279,50 @@ class DescriptionScorer(ScorePredictor):
             self._neg_owner = np.array([i for i, m in enumerate(self.models) for _ in self.descriptions[m].avoid])
             self._quality = np.array([self.descriptions[m].quality for m in self.models], dtype=np.float64)
         return self._texts
+
+    def _embedded_domains(self) -> F32Array:
+        if self._domain_texts is None:
+            names = list(self.domains)
+            texts = [t for d in names for t in self.domains[d].texts]
+            self._domain_texts = as_embeddings(self.encoder.encode(texts)) if texts else np.zeros((0, 1), np.float32)
+            self._domain_owner = np.array([i for i, d in enumerate(names) for _ in self.domains[d].texts])
+            # [domains, models]: each model's stated quality on each domain, its `quality` where it states none.
+            self._domain_quality = np.array(
+                [
+                    [self.descriptions[m].scores.get(d, self.descriptions[m].quality) for m in self.models]
+                    for d in names
+                ],
+                dtype=np.float64,
+            ).reshape(len(names), len(self.models))
+        return self._domain_texts
+
+    def domain_probabilities(self, embeddings: npt.ArrayLike) -> FloatArray:
+        """Return [queries, domains]: how likely each query is of each domain (rows sum to 1; [q, 0] without any)."""
+        emb = as_embeddings(embeddings)
+        texts = self._embedded_domains()
+        if not self.domains or texts.shape[0] == 0:
+            return np.zeros((emb.shape[0], len(self.domains)))
+        sim = (emb @ texts.T).astype(np.float64)
+        best = self._best(sim, self._domain_owner, len(self.domains))
+        # A domain without texts never matches: -inf keeps it out of the softmax.
+        has_texts = np.isin(np.arange(len(self.domains)), self._domain_owner)
+        logits = np.where(has_texts, best / self.temperature, -np.inf)
+        logits -= logits.max(axis=1, keepdims=True)
+        weights = np.exp(logits)
+        probs: FloatArray = weights / weights.sum(axis=1, keepdims=True)
+        return np.nan_to_num(probs, nan=0.0)
+
+    def declared_quality(self, embeddings: npt.ArrayLike) -> FloatArray:
+        """Return [queries, models]: each model's declared quality for the query's (likely) domain."""
+        emb = as_embeddings(embeddings)
+        self._embedded()
+        if not self.domains:
+            return np.broadcast_to(self._quality, (emb.shape[0], len(self.models))).copy()
+        probs = self.domain_probabilities(emb)
+        out: FloatArray = probs @ self._domain_quality
+        # A query no domain's texts cover (a pool whose domains are all empty) keeps the flat quality.
+        out[probs.sum(axis=1) == 0] = self._quality
+        return out
 
     @staticmethod
     def _best(sim: FloatArray, owner: np.ndarray, n_models: int) -> FloatArray:
@@ -234,7 +352,8 @@ class DescriptionScorer(ScorePredictor):
             return match
         bar = np.maximum(match.max(axis=1, keepdims=True), self.in_domain)
         fit = np.exp((match - bar) / self.temperature)
-        scores: FloatArray = self._quality * (self.off_domain + (1.0 - self.off_domain) * fit)
+        quality = self.declared_quality(embeddings) if self.domains else self._quality
+        scores: FloatArray = quality * (self.off_domain + (1.0 - self.off_domain) * fit)
         return np.clip(np.nan_to_num(scores, nan=0.0), 0.0, 1.0, out=scores)
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -245,6 +364,7 @@ class DescriptionScorer(ScorePredictor):
             "off_domain": self.off_domain,
             "in_domain": self.in_domain,
             "encoder": self.encoder_name,
+            "domains": {d: asdict(v) for d, v in self.domains.items()},
         }
         return {}, config
 
@@ -252,15 +372,19 @@ class DescriptionScorer(ScorePredictor):
     def from_state(cls, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> DescriptionScorer:
         """Rebuild the predictor from `state`."""
         descriptions = {
-            m: Description(d["text"], tuple(d["examples"]), tuple(d["avoid"]), float(d["quality"]))
+            m: Description(
+                d["text"], tuple(d["examples"]), tuple(d["avoid"]), float(d["quality"]), dict(d.get("scores", {}))
+            )
             for m, d in config["descriptions"].items()
         }
+        domains = {d: Domain(v["text"], tuple(v["examples"])) for d, v in config.get("domains", {}).items()}
         return cls(
             descriptions,
             temperature=config["temperature"],
             off_domain=config["off_domain"],
             in_domain=config["in_domain"],
             encoder_name=config["encoder"],
+            domains=domains,
         )
 
 

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from routing_fakes import FakeEncoder
 
-from moai.scorer.predictors.descriptions import BlendedScorer, Description, DescriptionScorer, read_descriptions
+from moai.scorer.predictors.descriptions import (
+    BlendedScorer,
+    Description,
+    DescriptionScorer,
+    Domain,
+    read_descriptions,
+    read_domains,
+)
 from moai.scorer.predictors.knn import KnnPredictor
 
 POOL = {
@@ -171,3 +178,79 @@ def test_a_bad_descriptions_file_is_refused_naming_the_field(tmp_path: Any, text
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match=re.escape(message)):
         read_descriptions(path)
+
+
+DOMAINS = {
+    "code": Domain("python code functions", ("write a python function",)),
+    "math": Domain("algebra equations arithmetic", ("solve the equation for x",)),
+}
+# The generalist states the best figure on code, the specialist on math; both texts say "code".
+STATED = {
+    "generalist": Description("python code functions", (), (), 0.6, {"code": 0.7, "math": 0.3}),
+    "specialist": Description("python code functions", (), (), 0.5, {"math": 0.8}),
+}
+
+
+def test_domains_route_on_the_stated_figure_of_the_query_s_domain() -> None:
+    s = DescriptionScorer(STATED, encoder=FakeEncoder(), domains=DOMAINS)
+    scores = np.array(s.predict(["write a python function for bugs", "solve the algebra equation"], list(STATED)))
+    assert scores.argmax(axis=1).tolist() == [0, 1]
+    probs = s.domain_probabilities(s.encoder.encode(["solve the algebra equation"]))
+    assert probs.sum() == pytest.approx(1.0) and probs[0, 1] > 0.9
+    # off_domain defaults to 1 with domains: a score is the expected stated figure, unscaled by the texts.
+    assert scores[1] == pytest.approx(probs[0] @ np.array([[0.7, 0.5], [0.3, 0.8]]))
+
+
+def test_a_domain_a_model_states_nothing_on_counts_at_its_quality() -> None:
+    s = DescriptionScorer(STATED, encoder=FakeEncoder(), domains=DOMAINS)
+    emb = s.encoder.encode(["write a python function"])
+    s.fit(emb, np.zeros((1, 2)), list(STATED), 0)
+    probs = s.domain_probabilities(emb)[0]
+    assert s.declared_quality(emb)[0, 1] == pytest.approx(probs[0] * 0.5 + probs[1] * 0.8)
+
+
+def test_domains_without_texts_or_scores_keep_the_flat_prior() -> None:
+    s = DescriptionScorer(POOL, encoder=FakeEncoder(), domains={"empty": Domain()})
+    emb = s.encoder.encode(QUERIES)
+    assert s.domain_probabilities(emb).sum() == 0
+    assert np.allclose(s.declared_quality(emb), 0.5)
+    arr = np.array(s.predict(QUERIES, list(POOL)))
+    assert np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1
+
+
+def test_a_score_naming_an_unknown_domain_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown domains: code"):
+        DescriptionScorer(STATED, encoder=FakeEncoder(), domains={"math": DOMAINS["math"]})
+
+
+def test_a_scorer_with_domains_round_trips_through_its_state() -> None:
+    s = DescriptionScorer(STATED, encoder=FakeEncoder(), domains=DOMAINS)
+    again = DescriptionScorer.from_state(*s.state())
+    again.encoder = FakeEncoder()
+    assert again.domains == DOMAINS and again.descriptions == STATED and again.off_domain == 1.0
+    assert np.allclose(again.predict(QUERIES, list(STATED)), s.predict(QUERIES, list(STATED)))
+
+
+def test_a_descriptions_file_reads_its_domains_and_refuses_a_score_on_an_undeclared_one(tmp_path: Any) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text(
+        "domains:\n  code: {description: python code, examples: [write a function]}\n"
+        "models:\n  a: {quality: 0.4, scores: {code: 0.9}}\n",
+        encoding="utf-8",
+    )
+    assert read_domains(path) == {"code": Domain("python code", ("write a function",))}
+    assert read_descriptions(path)["a"].scores == {"code": 0.9}
+    path.write_text("models:\n  a: {scores: {code: 0.9}}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"models\.a\.scores names no declared domain: code \(domains: none\)"):
+        read_descriptions(path)
+    path.write_text("domains: {c: {}}\nmodels:\n  a: {scores: {c: 1.5}}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"models\.a\.scores\.c: Input should be less than or equal to 1"):
+        read_descriptions(path)
+
+
+def test_the_shipped_routerdc_descriptions_state_a_figure_per_domain_for_every_model() -> None:
+    from moai.scorer.benchmark.evaluate import ROUTERDC_DESCRIPTIONS
+
+    domains = read_domains(ROUTERDC_DESCRIPTIONS)
+    assert set(domains) == {"mmlu", "arc", "gsm8k", "humaneval", "cmmlu"}
+    assert all(set(d.scores) == set(domains) for d in read_descriptions(ROUTERDC_DESCRIPTIONS).values())

@@ -117,6 +117,7 @@ def test_bench_routing_replays_online_and_plots_it(fake: FakeEncoder, tmp_path: 
     assert first["online"]["curve"][-1]["n"] == 30
     pytest.importorskip("matplotlib")
     assert run([*argv, "online", "--out", str(outs[0]), "--plot", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c_online.png").stat().st_size > 0
 
 
 def write_descriptions(path: Path, models: dict[str, str]) -> Path:
@@ -155,3 +156,42 @@ def test_bench_routing_names_the_models_a_descriptions_file_lacks(
     default = argparse.Namespace(methods=None, descriptions=None)
     methods, descriptions = moai.cli.scorer._zero_shot(default, ["cheap", "pricey"], quiet=True)
     assert "descriptions" not in methods and "knn" in methods and descriptions is None
+
+
+def test_bench_routing_replays_online_from_the_descriptions_and_with_a_panel(fake: FakeEncoder, tmp_path: Path) -> None:
+    """The online variants: the descriptions' prior routes each topic right from the first query; a panel
+    learns every model's score; the plain replay and a missing descriptions file behave as before."""
+    data = write_lines(tmp_path / "routing.jsonl", routing_lines(90))
+    described = {"cheap": "sum integer divide algebra", "pricey": "king war empire century", "meh": "weather"}
+    file = write_descriptions(tmp_path / "d.yaml", described)
+    out = tmp_path / "r.json"
+    argv = ["bench", "routing", "--train", str(data), "--test", str(data), "--quiet", "--out", str(out)]
+    names = ["online", "online_described", "online_panel", "online_panel_described"]
+    assert run([*argv, "--methods", "best_single", *names, "--descriptions", str(file)]) == 0
+    methods = json.loads(out.read_text())["methods"]
+    assert [methods[n]["online"]["settings"]["feedback"] for n in names] == ["chosen", "chosen", "all", "all"]
+    assert [methods[n]["online"]["settings"]["prior"] for n in names] == ["flat", "given", "flat", "given"]
+    assert methods["online_described"]["online"]["curve"][0]["seen_gap"] == 1.0
+    assert methods["online_described"]["quality"] >= methods["online"]["quality"]
+    bad = write_descriptions(tmp_path / "bad.yaml", {"cheap": "sum"})
+    assert run([*argv, "--methods", "online_described", "--descriptions", str(bad)]) == 2
+
+
+def test_bench_routing_reads_the_domains_of_a_descriptions_file(fake: FakeEncoder, tmp_path: Path) -> None:
+    """With domains, the stated figure of the query's domain routes it, whatever the models' own texts say."""
+    data = write_lines(tmp_path / "routing.jsonl", routing_lines(90))
+    file = tmp_path / "d.yaml"
+    file.write_text(
+        "domains:\n"
+        "  arithmetic: {description: sum integer divide algebra, examples: [sum integer divide algebra]}\n"
+        "  history: {description: king war empire century, examples: [king war empire century]}\n"
+        "models:\n"
+        "  cheap: {description: weather, scores: {arithmetic: 0.9, history: 0.1}}\n"
+        "  pricey: {description: weather, scores: {arithmetic: 0.1, history: 0.9}}\n"
+        "  meh: {description: weather, scores: {arithmetic: 0.5, history: 0.5}}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "r.json"
+    argv = ["bench", "routing", "--train", str(data), "--test", str(data), "--quiet", "--out", str(out)]
+    assert run([*argv, "--methods", "descriptions", "--descriptions", str(file)]) == 0
+    assert json.loads(out.read_text())["methods"]["descriptions"]["quality"] == 1.0
