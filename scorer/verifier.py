@@ -5,7 +5,9 @@ A logistic regression over features that are computed from the texts, never obey
 - what the answer-reading judges read (`moai.scorer.answers`): the form the query asks for and whether the
   answer has it, the share of its written arithmetic that is right (each with a missing-indicator);
 - plain facts of the answer: its length (log), lines, hedging and refusal phrases, a final-answer marker,
-  a code block and whether its Python parses, how much of it repeats the query;
+  a code block and whether its Python parses, how much of it repeats the query, whether its final number
+  is whole and was worked out before the end; each also times the form the query asks for (choice,
+  number, none), since what tells a right answer differs by task;
 - the model's identity (one-hot over the models it was trained on; an unknown model gets none, and an
   'unknown' flag that training learns by hiding the identity of a share of its rows);
 - the **prior**: how often this model was right on the training queries nearest to this one (a kNN over
@@ -42,7 +44,7 @@ import numpy.typing as npt
 
 from moai.errors import MixError
 from moai.mix_instructions.schema import MixSpec
-from moai.scorer.answers import arithmetic_score, form_score, query_form
+from moai.scorer.answers import arithmetic_score, form_score, normalise, query_form
 
 __all__ = [
     "BUNDLED_VERIFIER",
@@ -50,6 +52,7 @@ __all__ = [
     "FORMAT",
     "METADATA",
     "READS",
+    "TEXT_FEATURES",
     "WEIGHTS",
     "Example",
     "Verifier",
@@ -96,7 +99,7 @@ PSEUDO = 2.0
 """Pseudo-count of the model's mean in the kNN prior (shrinks a prior read from few neighbours)."""
 HIDE_SHARE = 0.15
 """Share of the training rows whose model identity is hidden, so the verifier learns the unknown-model case."""
-C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 """Inverse L2 strengths tried by cross-validation over the training queries."""
 FOLDS = 3
 
@@ -136,8 +139,17 @@ TEXT_FEATURES = (
     "numbers",
     "query_overlap",
     "empty",
+    "final_integer",
+    "final_in_work",
+    "equations",
 )
-"""The features of the texts alone (see `answer_features`), in the order the weights use."""
+_ASKS = ("asks_choice", "asks_number", "asks_none")
+TEXT_FEATURES = (
+    *TEXT_FEATURES,
+    *(f"{ask}*{name}" for ask in _ASKS for name in TEXT_FEATURES if name not in _ASKS),
+)
+"""The features of the texts alone (see `answer_features`), in the order the weights use: each plain one,
+then each times the form the query asks for."""
 PRIOR_FEATURES = ("prior_logit", "prior_all_logit", "model_unknown")
 READS = ("form", "arithmetic")
 """The answer-reading judges whose scores are features of the verifier: beside it they add nothing."""
@@ -170,6 +182,19 @@ def _code(answer: str) -> tuple[float, float, float]:
     return 0.0, 0.0, 1.0
 
 
+def _final_number(answer: str, form: str | None) -> tuple[float, float]:
+    """Return (the final number is whole, it is written more than once) for a query that asks for a number."""
+    if form != "number":
+        return 0.0, 0.0
+    key = normalise(answer, "number")
+    if key is None:
+        return 0.0, 0.0
+    whole = float("." not in key)
+    shown = re.compile(rf"(?<![\d.]){re.escape(key)}(?![\d])")
+    # Worked out: written at least twice (as a result in the working, then as the final answer).
+    return whole, float(len(shown.findall(answer.replace(",", ""), 0)) >= 2)
+
+
 def answer_features(query: str, answer: str) -> list[float]:
     """Return the features of an answer's text (`TEXT_FEATURES`), each bounded, for any input.
 
@@ -190,7 +215,7 @@ def answer_features(query: str, answer: str) -> list[float]:
     words = {w.lower() for w in _WORD.findall(tail)}
     query_words = {w.lower() for w in _WORD.findall(head)}
     overlap = len(words & query_words) / len(words) if words else 0.0
-    return [
+    out = [
         math.log1p(len(answer)) / 10,
         math.log1p(tail.count("\n")) / 5,
         math.log1p(len(query)) / 10,
@@ -210,7 +235,13 @@ def answer_features(query: str, answer: str) -> list[float]:
         min(math.log1p(len(_NUMBER.findall(tail))), 5.0) / 5,
         overlap,
         float(not tail.strip()),
+        *_final_number(tail, form),
+        min(math.log1p(tail.count("=")), 4.0) / 4,
     ]
+    # Each feature also times the form the query asks for: what tells a right answer differs by task.
+    asks = out[3:6]
+    plain = out[:3] + out[6:]
+    return out + [a * f for a in asks for f in plain]
 
 
 def _logit(p: FloatArray) -> FloatArray:
@@ -251,6 +282,7 @@ class Verifier:
     encoder: Any = None
     """The encoder itself, built from `encoder_name` on first use (or handed in: tests)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _prior_tables: Any = field(default=None, repr=False)
 
     @property
     def dim(self) -> int:
@@ -285,34 +317,45 @@ class Verifier:
             query_emb: Query embeddings [queries, dim].
             exclude: Per query, a training row left out of its neighbours (leave-one-out at training).
         """
-        known = np.isfinite(self.scores)
-        filled = np.where(known, self.scores, 0.0)
-        model_mean = filled.sum(0) / np.maximum(known.sum(0), 1)
-        row_mean = filled.sum(1) / np.maximum(known.sum(1), 1)
-        all_mean = float(row_mean.mean()) if len(row_mean) else 0.5
+        train, filled, known, model_mean, row_mean, all_mean = self._tables()
         n = len(query_emb)
         out = np.empty((n, len(self.models) + 1))
-        if not self.dim or not len(self.train_emb):
-            out[:, :-1] = model_mean
-            out[:, -1] = all_mean
-            return out
+        out[:, :-1] = model_mean
+        out[:, -1] = all_mean
         k = min(self.k, len(self.train_emb) - (1 if exclude is not None else 0))
-        train = self.train_emb.astype(np.float32)
+        if not self.dim or k <= 0:
+            return out
         for start in range(0, n, 512):
-            sims = query_emb[start : start + 512].astype(np.float32) @ train.T
+            chunk = query_emb[start : start + 512].astype(np.float32)
+            # One query (the judge's case) is summed by numpy's own loop: waking BLAS threads for so small
+            # a product costs more than the product on a busy machine (25 ms against 0.5 ms, measured).
+            sims = np.einsum("qd,nd->qn", chunk, train) if len(chunk) == 1 else chunk @ train.T
             if exclude is not None:
-                rows = np.arange(len(sims))
-                sims[rows, np.asarray(exclude[start : start + 512])] = -np.inf
-            if k <= 0:
-                out[start : start + 512, :-1] = model_mean
-                out[start : start + 512, -1] = all_mean
-                continue
-            # Ties broken by training order, so the prior is the same on every run.
-            near = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+                sims[np.arange(len(sims)), np.asarray(exclude[start : start + 512])] = -np.inf
+            # The prior is a sum over the k nearest: their order does not matter, only which they are.
+            near = np.argpartition(-sims, k - 1, axis=1)[:, :k]
             s, m = filled[near], known[near]
             out[start : start + 512, :-1] = (s.sum(1) + self.pseudo * model_mean) / (m.sum(1) + self.pseudo)
             out[start : start + 512, -1] = (row_mean[near].sum(1) + self.pseudo * all_mean) / (k + self.pseudo)
         return out
+
+    def _tables(self) -> tuple[Any, FloatArray, npt.NDArray[np.bool_], FloatArray, FloatArray, float]:
+        """Return what every prior reads, computed once: the embeddings in float32, scores, means."""
+        if self._prior_tables is None:
+            with self._lock:
+                if self._prior_tables is None:
+                    known = np.isfinite(self.scores)
+                    filled = np.where(known, self.scores, 0.0)
+                    row_mean = filled.sum(1) / np.maximum(known.sum(1), 1)
+                    self._prior_tables = (
+                        np.ascontiguousarray(self.train_emb, dtype=np.float32),
+                        filled,
+                        known,
+                        filled.sum(0) / np.maximum(known.sum(0), 1),
+                        row_mean,
+                        float(row_mean.mean()) if len(row_mean) else 0.5,
+                    )
+        return self._prior_tables
 
     def design(
         self,
@@ -550,9 +593,13 @@ def train_verifier(
     mean = x.mean(0)
     scale = np.where(x.std(0) > 1e-9, x.std(0), 1.0)
     z = (x - mean) / scale
-    c, losses = _choose_c(z, y, rows, seed)
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: on matrices this small, waking more costs more than it gives (measured 10x on 2 cores).
+    with threadpool_limits(1):
+        c, losses = _choose_c(z, y, rows, seed)
+        model = _fit(z, y, c)
     say("cross-validated log loss by C: " + ", ".join(f"{k}: {v:.4f}" for k, v in losses.items()) + f" -> C={c:g}")
-    model = _fit(z, y, c)
     verifier.coef = np.asarray(model.coef_[0], dtype=np.float64)
     verifier.intercept = float(model.intercept_[0])
     verifier.mean, verifier.scale = mean, scale
@@ -563,7 +610,7 @@ def train_verifier(
 def _fit(z: FloatArray, y: npt.NDArray[np.int64], c: float) -> Any:
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(C=c, max_iter=500, tol=1e-6).fit(z, y)
+    return LogisticRegression(C=c, max_iter=2000, tol=1e-6).fit(z, y)
 
 
 def _choose_c(
@@ -693,6 +740,12 @@ def _check_meta(meta: Any, where: Path) -> dict[str, Any]:
     for name in ("intercept", "pseudo"):
         if not _finite(meta.get(name)):
             raise ValueError(f"{where}: '{name}' must be a finite number")
+    expected = [*FEATURES, *(f"model={m}" for m in models)]
+    if meta.get("features") != expected:
+        raise ValueError(
+            f"{where}: its features are not this release's ({len(expected)} expected): "
+            "retrain it with `moai scorer train-verifier`"
+        )
     prefixes = meta.get("prefixes", [])
     if not isinstance(prefixes, list) or len(prefixes) > MAX_PREFIXES or not all(isinstance(p, str) for p in prefixes):
         raise ValueError(f"{where}: 'prefixes' must be a list of at most {MAX_PREFIXES} strings")

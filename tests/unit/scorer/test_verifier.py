@@ -241,9 +241,15 @@ def run_mix(mix: dict[str, Any], query: str, source: str) -> dict[str, Any]:
     return asyncio.run(go())
 
 
+@pytest.fixture(scope="module")
+def plain_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A verifier without an encoder (its prior is each model's mean), trained once for this module."""
+    return save_verifier(train_verifier(examples(graded_lines()), seed=0), tmp_path_factory.mktemp("v") / "ckpt")
+
+
 @pytest.fixture
-def mix_file(tmp_path: Path) -> Path:
-    save_verifier(train_verifier(examples(graded_lines()), seed=0), tmp_path / "ckpt")
+def mix_file(tmp_path: Path, plain_checkpoint: Path) -> Path:
+    shutil.copytree(plain_checkpoint, tmp_path / "ckpt")
     mix = tmp_path / "mix.yaml"
     mix.write_text("# the checkpoint lies beside this file\n", encoding="utf-8")
     return mix
@@ -280,9 +286,12 @@ def test_an_unknown_verifier_is_refused_at_load_with_the_choices(mix_file: Path)
         (lambda f: (f / METADATA).write_text("{", encoding="utf-8"), METADATA, "not valid JSON"),
         (lambda f: _edit(f, format="moai-verifier/0"), METADATA, "retrain it with `moai scorer train-verifier`"),
         (lambda f: _edit(f, format="moai-scorer/1"), METADATA, "a gate scorer checkpoint, not a verifier"),
-        (lambda f: _edit(f, models=["only-one"]), WEIGHTS, "must have shape"),
+        (lambda f: _reshape(f, "coef"), WEIGHTS, "'coef' must have shape"),
+        (lambda f: _reshape(f, "scores"), WEIGHTS, "do not fit"),
+        (lambda f: _edit(f, models=["only-one"]), METADATA, "retrain it"),
         (lambda f: _edit(f, dim=-1), METADATA, "'dim' must be an integer"),
         (lambda f: _edit(f, intercept="1e999"), METADATA, "'intercept' must be a finite number"),
+        (lambda f: _edit(f, features=["length"]), METADATA, "retrain it"),
     ],
 )
 def test_a_corrupt_verifier_is_a_mix_error_naming_the_file(mix_file: Path, damage: Any, named: str, says: str) -> None:
@@ -291,6 +300,13 @@ def test_a_corrupt_verifier_is_a_mix_error_naming_the_file(mix_file: Path, damag
         mix_runtime(parse_spec(cascade("ckpt", ["a"], ["b"])), str(mix_file), usage_db="off")
     assert err.value.field == "steps.1.verifier"
     assert named in err.value.message and says in err.value.message
+
+
+def _reshape(folder: Path, name: str) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    arrays = load_file(str(folder / WEIGHTS))
+    save_file(arrays | {name: arrays[name][:1]}, str(folder / WEIGHTS))
 
 
 def _edit(folder: Path, **changes: Any) -> None:
