@@ -119,7 +119,7 @@ _CODE_HINT = re.compile(r"^\s{0,8}(?:def|class|import|from)\s", re.MULTILINE)
 _WORD = re.compile(r"[^\W_]{1,40}")
 _NUMBER = re.compile(r"\d{1,30}")
 
-TEXT_FEATURES = (
+_PLAIN: tuple[str, ...] = (
     "answer_chars",
     "answer_lines",
     "query_chars",
@@ -144,9 +144,9 @@ TEXT_FEATURES = (
     "equations",
 )
 _ASKS = ("asks_choice", "asks_number", "asks_none")
-TEXT_FEATURES = (
-    *TEXT_FEATURES,
-    *(f"{ask}*{name}" for ask in _ASKS for name in TEXT_FEATURES if name not in _ASKS),
+TEXT_FEATURES: tuple[str, ...] = (
+    *_PLAIN,
+    *(f"{ask}*{name}" for ask in _ASKS for name in _PLAIN if name not in _ASKS),
 )
 """The features of the texts alone (see `answer_features`), in the order the weights use: each plain one,
 then each times the form the query asks for."""
@@ -355,7 +355,8 @@ class Verifier:
                         row_mean,
                         float(row_mean.mean()) if len(row_mean) else 0.5,
                     )
-        return self._prior_tables
+        tables: tuple[Any, FloatArray, npt.NDArray[np.bool_], FloatArray, FloatArray, float] = self._prior_tables
+        return tables
 
     def design(
         self,
