@@ -836,14 +836,18 @@ def resolve_verifier(ref: str, mix_file: str | None = None) -> Path:
     Raises:
         ValueError: No verifier there; the message lists the valid choices.
     """
+    shipped = bundled_verifiers()
+    choices = ", ".join([*(f"bundled:{name}" for name in shipped), "a verifier checkpoint folder"])
     if ref.startswith("bundled:"):
-        path = _bundled() / ref.removeprefix("bundled:")
-    else:
-        path = Path(ref).expanduser()
-        if not path.is_absolute() and mix_file and Path(mix_file).is_file():
-            path = Path(mix_file).parent / path
+        name = ref.removeprefix("bundled:")
+        # Only a shipped folder's name: never a path out of the package ('bundled:../x').
+        if name not in shipped:
+            raise ValueError(f"no verifier {ref!r} is shipped; valid choices: {choices}")
+        return _bundled() / name
+    path = Path(ref).expanduser()
+    if not path.is_absolute() and mix_file and Path(mix_file).is_file():
+        path = Path(mix_file).parent / path
     if not (path / METADATA).is_file():
-        choices = ", ".join([*(f"bundled:{name}" for name in bundled_verifiers()), "a verifier checkpoint folder"])
         raise ValueError(f"no verifier {ref!r} (no {METADATA} in {path}); valid choices: {choices}")
     return path
 

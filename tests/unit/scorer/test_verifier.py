@@ -272,11 +272,25 @@ def test_a_judge_step_scores_answers_by_the_verifier(mix_file: Path) -> None:
     assert state["answer"] == right
 
 
-def test_an_unknown_verifier_is_refused_at_load_with_the_choices(mix_file: Path) -> None:
+@pytest.mark.parametrize("ref", ["nowhere", "bundled:nope", "bundled:../bundled/verifier", "bundled:"])
+def test_an_unknown_verifier_is_refused_at_load_with_the_choices(mix_file: Path, ref: str) -> None:
     with pytest.raises(MixError) as err:
-        mix_runtime(parse_spec(cascade("nowhere", ["a"], ["b"])), str(mix_file), usage_db="off")
+        mix_runtime(parse_spec(cascade(ref, ["a"], ["b"])), str(mix_file), usage_db="off")
     assert err.value.field == "steps.1.verifier"
-    assert "no verifier 'nowhere'" in err.value.message and "bundled:verifier" in err.value.message
+    assert f"no verifier {ref!r}" in err.value.message
+    assert "valid choices: bundled:verifier, a verifier checkpoint folder" in err.value.message
+
+
+def test_the_default_verifier_is_the_shipped_one() -> None:
+    from moai.scorer.verifier import BUNDLED_VERIFIER, bundled_verifiers, resolve_verifier
+
+    from moai.mix_instructions.schema import JudgeStep
+
+    assert JudgeStep(name="j").verifier == BUNDLED_VERIFIER == "bundled:verifier"
+    assert "verifier" in bundled_verifiers()
+    shipped = load_verifier(resolve_verifier(BUNDLED_VERIFIER))
+    assert "gpt-4-1106-preview" in shipped.models and shipped.encoder_name == "static-minilm"
+    assert (resolve_verifier(BUNDLED_VERIFIER) / WEIGHTS).stat().st_size < 3 * 2**20
 
 
 @pytest.mark.parametrize(
