@@ -282,9 +282,8 @@ def test_an_unknown_verifier_is_refused_at_load_with_the_choices(mix_file: Path,
 
 
 def test_the_default_verifier_is_the_shipped_one() -> None:
-    from moai.scorer.verifier import BUNDLED_VERIFIER, bundled_verifiers, resolve_verifier
-
     from moai.mix_instructions.schema import JudgeStep
+    from moai.scorer.verifier import BUNDLED_VERIFIER, bundled_verifiers, resolve_verifier
 
     assert JudgeStep(name="j").verifier == BUNDLED_VERIFIER == "bundled:verifier"
     assert "verifier" in bundled_verifiers()
