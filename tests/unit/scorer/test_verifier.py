@@ -335,3 +335,24 @@ def test_a_verifier_is_read_once_per_process(mix_file: Path) -> None:
     shutil.copytree(mix_file.parent / "ckpt", mix_file.parent / "copy")
     three = mix_runtime(parse_spec(cascade("copy", ["a"], ["b"])), str(mix_file), usage_db="off").verifiers["check"]
     assert three is not one
+
+
+def test_moai_validate_names_a_corrupt_verifier_file_and_exits_2(mix_file: Path, capsys: Any) -> None:
+    from moai.cli import main
+
+    spec = cascade("ckpt", ["a"], ["b"])
+    mix_file.write_text(json.dumps(spec), encoding="utf-8")
+    assert main(["validate", str(mix_file)]) == 0
+    (mix_file.parent / "ckpt" / WEIGHTS).write_bytes(b"\xff" * 64)
+    assert main(["validate", str(mix_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"steps.1.verifier: {mix_file.parent / 'ckpt' / WEIGHTS}: not a readable safetensors file" in err
+    assert "Traceback" not in err
+
+
+def test_an_oversized_verifier_file_is_refused_unread(mix_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import moai.scorer.verifier
+
+    monkeypatch.setattr(moai.scorer.verifier, "MAX_METADATA_BYTES", 64)
+    with pytest.raises(ValueError, match=r"verifier\.json: larger than 64 bytes; not a verifier checkpoint"):
+        load_verifier(mix_file.parent / "ckpt")
