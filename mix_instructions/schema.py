@@ -487,9 +487,10 @@ class StopWhen(_Strict):
     )
 
 
-READ_JUDGES = ("agreement", "form", "arithmetic", "code", "logprob")
-"""The answer-reading judges a judge step may declare under `read:` (moai.scorer.answers computes them)."""
-ReadJudge = Literal["agreement", "form", "arithmetic", "code", "logprob"]
+READ_JUDGES = ("agreement", "form", "arithmetic", "code", "logprob", "verifier")
+"""The answer-reading judges a judge step may declare under `read:` (moai.scorer.answers computes them;
+the verifier is moai.scorer.verifier)."""
+ReadJudge = Literal["agreement", "form", "arithmetic", "code", "logprob", "verifier"]
 
 
 class JudgeStep(_Strict):
@@ -514,9 +515,22 @@ class JudgeStep(_Strict):
         "written in the answer whose result is right), 'code' (where the query asks for code: the answer's code "
         "parses and defines the function asked for; where the query states asserts, the share of them it "
         "passes, run in a sandboxed subprocess), 'logprob' (from the answer's token log-probabilities, where "
-        "the provider returns them: openai, local). Each gives a score in [0, 1] or none; the mean of an "
+        "the provider returns them: openai, local), 'verifier' (a learned P(right) of the answer: see "
+        "`verifier`). Each gives a score in [0, 1] or none; the mean of an "
         "answer's scores enters the blend as one observation beside self and cross (a declared rule, not "
         "learned). Each at most once.",
+    )
+    verifier: str = Field(
+        "bundled:verifier",
+        max_length=4096,
+        description="The verifier that `read: [verifier]` uses: 'bundled:<name>' (shipped) or a checkpoint folder "
+        "written by `moai scorer train-verifier` (relative to the mix file). Its P(right) is a logistic "
+        "regression, trained on graded answers, over the answer's features (what 'form' and 'arithmetic' read, "
+        "length, hedging, code that parses, embeddings of query and answer), the model's identity and a kNN "
+        "prior of the model on similar queries: the learned combination of the read judges with a prior. "
+        "Declared, it replaces the gate's prior in the blend: an answer's score is the mean of the verifier's "
+        "P(right) with the read judges it does not already read (agreement, code, logprob), then with self "
+        "and cross where declared; prior_weight is not applied again.",
     )
     prior_weight: float = Field(
         0.3, ge=0, le=1, description="Weight of the gate's prior in the blended score (RouteMoA)."
