@@ -29,18 +29,21 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
-from moai.replay_run import DEFAULT_CONCURRENCY, run_mix, summarise
+from moai.replay_run import DEFAULT_CONCURRENCY, run_files
 from moai.scorer.benchmark.cascade import CHEAP_SHARE, choose_proposers, curve_entry, operating_point
 from moai.scorer.benchmark.evaluate import oracle
 from moai.scorer.data.responses import responses_index
 from moai.scorer.data.routing import RoutingData, load
 from moai.scorer.data.split import is_test_id
 from moai.scorer.select import TYPICAL_PROMPT_TOKENS
+
+if TYPE_CHECKING:
+    from moai.scorer.encoders import TextEncoder
 
 __all__ = ["VALIDATION_SHARE", "cascade_bench"]
 
@@ -103,14 +106,14 @@ def _queries(data: RoutingData) -> list[tuple[str, str]]:
     return list(zip(data.ids, data.prompts, strict=True))
 
 
-def _train_scorer(fit: RoutingData, folder: Path, seed: int, quiet: bool) -> Path:
+def _train_scorer(fit: RoutingData, folder: Path, seed: int, quiet: bool, encoder: TextEncoder | None) -> Path:
     """Train the gate's kNN scorer on the fit queries (their prompts as the gate sees them) and save it."""
     from moai.scorer.checkpoint import save
     from moai.scorer.encoders import make_encoder
     from moai.scorer.encoders.sentence import cached_encode
     from moai.scorer.predictors.registry import make
 
-    encoder = make_encoder(SCORER_ENCODER, threads=2)
+    encoder = encoder or make_encoder(SCORER_ENCODER, threads=2)
     emb = cached_encode(encoder, list(fit.prompts), progress=not quiet)
     predictor = make("knn", encoder=encoder)
     predictor.fit(emb, fit.scores, fit.models, seed, tasks=fit.tasks, costs=fit.costs)
@@ -206,25 +209,6 @@ def _mix_text(mix: Mapping[str, Any], comment: str) -> str:
     return header + yaml.safe_dump(dict(mix), sort_keys=False, allow_unicode=True, width=120)
 
 
-def _run_file(task: tuple[str, Sequence[tuple[str, str]], Sequence[str], int]) -> tuple[dict[str, Any], float]:
-    """Run one mix file on the queries (in a worker process); return its summary and seconds taken."""
-    path, queries, strong, concurrency = task
-    t0 = time.perf_counter()
-    return summarise(run_mix(path, queries, concurrency), strong), time.perf_counter() - t0
-
-
-def _run_all(tasks: list[tuple[str, Sequence[tuple[str, str]], Sequence[str], int]], jobs: int) -> list[Any]:
-    """Run every mix file, `jobs` at a time in forked worker processes (one: in this process)."""
-    if jobs <= 1:
-        return [_run_file(task) for task in tasks]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # fork: the workers share the responses already indexed here instead of reading them again
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-        return list(pool.map(_run_file, tasks))
-
-
 def cascade_bench(
     train_files: Sequence[str | os.PathLike[str]],
     test_files: Sequence[str | os.PathLike[str]],
@@ -234,6 +218,7 @@ def cascade_bench(
     concurrency: int = DEFAULT_CONCURRENCY,
     jobs: int = 2,
     extra_read: Sequence[str] = (),
+    encoder: TextEncoder | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Train on the train files, run every method's mixes on the test files, and return the report.
@@ -246,6 +231,8 @@ def cascade_bench(
         concurrency: Graph runs in flight at once in each process.
         jobs: Mix files run at once, each in its own process (1: all in this one).
         extra_read: Further answer-reading judges (beside agreement, form, arithmetic) to try.
+        encoder: The gate scorer's encoder (default `SCORER_ENCODER`); a checkpoint names it, and a
+            mix's gate rebuilds it by that name.
         quiet: No progress output.
 
     Raises:
@@ -284,7 +271,7 @@ def cascade_bench(
         f"agreement proposers {proposers or 'none'}",
     )
     scorer_start = time.perf_counter()
-    scorer = str(_train_scorer(fit, folder / "gate_scorer", seed, quiet))
+    scorer = str(_train_scorer(fit, folder / "gate_scorer", seed, quiet, encoder))
     scorer_s = time.perf_counter() - scorer_start
 
     thresholds = [{"threshold": t} for t in THRESHOLDS]
@@ -350,7 +337,7 @@ def cascade_bench(
                 texts[(method.name, phase, i)] = text
                 tasks.append((str(path), queries, [strong], concurrency))
     _say(quiet, f"{len(tasks)} mix files, {sum(len(t[1]) for t in tasks)} graph runs, {jobs} at a time")
-    results = iter(_run_all(tasks, jobs))
+    results = iter(run_files(tasks, jobs))
     val_points: dict[str, list[dict[str, Any]]] = {}
     test_points: dict[str, list[dict[str, Any]]] = {}
     timings: dict[str, float] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from moai.errors import MixRunError
 from moai.mix_instructions import MixSpec, load_spec, resolve_path
 from moai.scorer.data.responses import resolve_responses, responses_index
 
-__all__ = ["DEFAULT_CONCURRENCY", "Outcome", "run_mix", "summarise"]
+__all__ = ["DEFAULT_CONCURRENCY", "Outcome", "Task", "run_files", "run_mix", "summarise"]
 
 DEFAULT_CONCURRENCY = 32
 """Runs in flight at once: replayed calls do no I/O, so this only bounds memory."""
@@ -108,3 +109,30 @@ def summarise(outcomes: Sequence[Outcome], strong: Sequence[str] = ()) -> dict[s
         "strong_share": sum(any(m in strong for m in o.called) for o in outcomes) / n,
         "failed": sum(o.failed for o in outcomes),
     }
+
+
+Task = tuple[str, Sequence[tuple[str, str]], Sequence[str], int]
+"""One mix file to run: its path, the (id, prompt) queries, the strong models, the runs in flight at once."""
+
+
+def _run_file(task: Task) -> tuple[dict[str, Any], float]:
+    path, queries, strong, concurrency = task
+    start = time.perf_counter()
+    return summarise(run_mix(path, queries, concurrency), strong), time.perf_counter() - start
+
+
+def run_files(tasks: Sequence[Task], jobs: int = 1) -> list[tuple[dict[str, Any], float]]:
+    """Run every mix file on its queries; return each one's `summarise` and the seconds it took, in order.
+
+    Args:
+        tasks: The mix files and their queries.
+        jobs: Mix files run at once, each in a forked worker process (1: one after the other, here).
+    """
+    if jobs <= 1 or len(tasks) <= 1:
+        return [_run_file(task) for task in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: the workers share the responses files already indexed here instead of reading them again
+    with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_run_file, tasks))

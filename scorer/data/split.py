@@ -8,10 +8,12 @@ Lines are copied byte for byte (a gzip file in gives gzip files out when the out
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -40,10 +42,16 @@ def _reader(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
-def _writer(path: Path) -> IO[bytes]:
+@contextlib.contextmanager
+def _writer(path: Path) -> Iterator[IO[bytes]]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    # mtime 0: the same split gives byte-identical .gz files
-    return gzip.GzipFile(path, "wb", mtime=0) if path.name.endswith(".gz") else open(path, "wb")
+    with open(path, "wb") as raw:
+        if not path.name.endswith(".gz"):
+            yield raw
+            return
+        # no name and mtime 0 in the header: the same split gives byte-identical .gz files
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+            yield packed  # type: ignore[misc]
 
 
 def split_file(
