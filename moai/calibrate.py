@@ -95,7 +95,8 @@ def _replayed(spec: MixSpec, data: Path, source: str) -> dict[str, Any]:
             "api_key": None,
             "replies": [],
         }
-    return spec.model_dump(by_alias=True) | {"models": models}
+    mix: dict[str, Any] = spec.model_dump(by_alias=True)
+    return mix | {"models": models}
 
 
 def _set(mix: dict[str, Any], judges: Sequence[str], threshold: float | None, confidence: float | None) -> None:

@@ -3,7 +3,8 @@
 What is trained or chosen is chosen on the train files only: the training queries are split by id into a
 fit part (the gate's scorer is trained on it, and the cheap models of each cascade are chosen on it) and
 a validation part (each method's operating point, a threshold or a cost weight, is the cheapest setting
-whose validation quality reaches the best single model's there, else the best-quality one). Then, for
+whose validation quality reaches the best single model's there, else the best-quality one; `near_best`
+is the same for 95% of it). Then, for
 each method and each setting of its grid, a real mix file (models `provider: replay`, replaying the test
 file) is compiled and run on every test query (`moai.replay_run`): every curve point is a graph run.
 
@@ -55,6 +56,8 @@ ALPHAS = (0.0, 0.05, 0.1, 0.2, 0.4, 1.0)
 """The gate's cost weight grid."""
 PRIOR_WEIGHTS = (0.25, 0.5)
 """Weights of the gate's prior in the combined judge's blend, chosen on validation."""
+NEAR_SHARE = 0.95
+"""`near_best`: the cheapest setting reaching this share of the best single model's validation quality."""
 SCORER_ENCODER = "static-minilm"
 """The gate scorer's encoder: fast enough to score every query of every run (about a millisecond)."""
 
@@ -377,6 +380,16 @@ def cascade_bench(
             "quality": round(val_at["quality"], 6),
             "cost": round(val_at["cost"], 8),
             "bar": round(bar_val, 6),
+        }
+        # A second operating point, for targets stated as a share of the best single model's quality.
+        near = operating_point(val_points[method.name], NEAR_SHARE * bar_val)
+        entry["near_best"] = {
+            "share": NEAR_SHARE,
+            "setting": dict(method.settings[near]),
+            "quality": round(points[near]["quality"], 6),
+            "cost": round(points[near]["cost"], 8),
+            "quality_ratio": round(points[near]["quality"] / best["quality"], 4) if best["quality"] else None,
+            "cost_ratio": round(points[near]["cost"] / best["cost"], 4) if best["cost"] else None,
         }
         entry["strong_share"] = round(points[at]["strong_share"], 4)
         entry["failed"] = points[at]["failed"]

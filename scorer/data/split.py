@@ -15,7 +15,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 __all__ = ["MAX_SPLIT_BYTES", "is_test_id", "split_file"]
 
@@ -36,7 +36,7 @@ def is_test_id(query_id: str, test_share: float, seed: int = 0) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < test_share
 
 
-def _reader(path: Path) -> IO[bytes]:
+def _reader(path: Path) -> gzip.GzipFile | BinaryIO:
     with open(path, "rb") as probe:
         magic = probe.read(2)
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
