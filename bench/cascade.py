@@ -29,7 +29,7 @@ from typing import Any
 from moai.cli import main
 from moai.scorer.benchmark.cascade import format_table
 
-DATA = Path(os.environ.get("MOAI_RESPONSES_DIR", Path(__file__).resolve().parents[2] / "shared/data/responses"))
+DATA = Path(os.environ.get("MOAI_RESPONSES_DIR", "/work/shared/data/responses"))
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = {
     "routerbench": ("routerbench_train.jsonl.gz", 0.2, "quality"),

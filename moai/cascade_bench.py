@@ -52,9 +52,13 @@ VALIDATION_SHARE = 0.25
 """Share of the training queries (by id) that chooses each method's operating point."""
 THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 1.0)
 """The judges' `stop_when.score_at_least` grid."""
-ALPHAS = (0.0, 0.05, 0.1, 0.2, 0.4, 1.0)
+AGREEMENT_THRESHOLDS = (0.0, 0.5, 1.0)
+"""The agreement cascade's grid: its scores are shares of agreeing proposers (0, 1/2, 1 for three)."""
+COMBINED_THRESHOLDS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
+"""The combined judge's grid, crossed with `PRIOR_WEIGHTS` (below 0.6 it escalates too seldom to matter)."""
+ALPHAS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 1.0)
 """The gate's cost weight grid."""
-PRIOR_WEIGHTS = (0.25, 0.5)
+PRIOR_WEIGHTS = (0.25, 0.5, 0.75)
 """Weights of the gate's prior in the combined judge's blend, chosen on validation."""
 NEAR_SHARE = 0.95
 """`near_best`: the cheapest setting reaching this share of the best single model's validation quality."""
@@ -293,7 +297,7 @@ def cascade_bench(
             Method(
                 "agreement",
                 f"{' + '.join(proposers)} agree, else {strong}",
-                thresholds,
+                [{"threshold": t} for t in AGREEMENT_THRESHOLDS],
                 _cascade(pool, "agreement", proposers, strong, ["agreement"]),
                 {"proposers": choice},
             )
@@ -316,7 +320,7 @@ def cascade_bench(
             Method(
                 "combined",
                 f"{' + '.join(first)}, judged by {', '.join(read)} with the gate's prior, else {strong}",
-                [{"threshold": t, "prior_weight": w} for w in PRIOR_WEIGHTS for t in THRESHOLDS],
+                [{"threshold": t, "prior_weight": w} for w in PRIOR_WEIGHTS for t in COMBINED_THRESHOLDS],
                 _cascade(pool, "combined", first, strong, read, scorer),
             )
         )

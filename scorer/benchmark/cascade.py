@@ -73,9 +73,8 @@ def choose_proposers(
     """Return the cheap models of an agreement cascade, chosen on `data` (training queries), and why.
 
     Candidates are the models whose mean cost is at most `cheap_share` of the strong model's; every set of
-    two or three of them is scored by `simulate_agreement`, and the set with the best quality per dollar
-    above the cheapest candidate's quality wins... kept simple: the highest quality among the sets whose
-    estimated cost is at most half the strong model's (the cheapest set when none is).
+    two or three of them is scored by `simulate_agreement`, and the set of best quality among those whose
+    estimated cost is at most half the strong model's wins (the cheapest set when none is).
 
     Returns:
         The proposers, cheapest first (empty when fewer than two models are cheap enough), and a record
@@ -129,18 +128,22 @@ def curve_entry(
         cost_range: (cheapest, dearest) single model's test cost, for the AIQ.
     """
     bar_q, bar_c = float(best_single["quality"]), float(best_single["cost"])
-    reaching = [p["cost"] for p in points if p["quality"] >= bar_q - _EPS]
-    within = [p["quality"] for p in points if p["cost"] <= bar_c + _EPS]
-    at = points[chosen]
+    # Compared as reported (6 digits), so that a point equal to the best single model is not 'better' by noise.
+    shown = [(float(_round(p["quality"]) or 0.0), float(_round(p["cost"], 8) or 0.0)) for p in points]
+    reaching = [c for q, c in shown if q >= bar_q - _EPS]
+    within = [q for q, c in shown if c <= bar_c + _EPS]
+    q_at, c_at = shown[chosen]
     cheaper = min(reaching) if reaching else None
-    beats = at["quality"] > bar_q + _EPS or (at["quality"] >= bar_q - _EPS and at["cost"] < bar_c - _EPS)
+    beats = q_at > bar_q + _EPS or (q_at >= bar_q - _EPS and c_at < bar_c - _EPS)
+    at = points[chosen]
     return {
         "quality": _round(at["quality"]),
         "cost": _round(at["cost"], 8),
         "cost_ratio": _round(at["cost"] / bar_c, 4) if bar_c > 0 else None,
         "beats_best_single": bool(beats),
-        "curve_beats_best_single": bool(cheaper is not None and cheaper < bar_c - _EPS)
-        or any(q > bar_q + _EPS for q in within),
+        "curve_beats_best_single": bool(
+            (cheaper is not None and cheaper < bar_c - _EPS) or any(q > bar_q + _EPS for q in within)
+        ),
         "curve": [dict(p) | {"quality": _round(p["quality"]), "cost": _round(p["cost"], 8)} for p in points],
         "aiq": _round(aiq([(p["cost"], p["quality"]) for p in points], *cost_range)),
         "cost_at_best_single_quality": _round(cheaper, 8),
@@ -173,7 +176,11 @@ def format_table(report: Mapping[str, Any]) -> str:
                 _fmt(m["cost_ratio_at_best_single_quality"], ".1%"),
                 _fmt(m["quality_at_best_single_cost"], ".4f"),
                 _fmt(m["aiq"], ".4f"),
-                "yes" if m["beats_best_single"] else "NO" + (" (curve: yes)" if m["curve_beats_best_single"] else ""),
+                "(itself)"
+                if name == "best_single"
+                else "yes"
+                if m["beats_best_single"]
+                else "NO" + (" (curve: yes)" if m["curve_beats_best_single"] else ""),
             )
         )
     rows.append(

@@ -59,6 +59,8 @@ def small_grids(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeEncoder:
     monkeypatch.setattr(bench, "THRESHOLDS", (0.0, 0.6, 1.0))
     monkeypatch.setattr(bench, "ALPHAS", (0.0, 1.0))
     monkeypatch.setattr(bench, "PRIOR_WEIGHTS", (0.5,))
+    monkeypatch.setattr(bench, "AGREEMENT_THRESHOLDS", (0.0, 1.0))
+    monkeypatch.setattr(bench, "COMBINED_THRESHOLDS", (0.6, 1.0))
     monkeypatch.setenv("MOAI_CACHE_DIR", str(tmp_path / "cache"))
     encoder = FakeEncoder()
     # the gate's checkpoint names its encoder; the mix rebuilds it by name: the fake, here
