@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
+from moai.mix_instructions.schema import READ_JUDGES
 from moai.replay_run import DEFAULT_CONCURRENCY, run_files
 from moai.scorer.benchmark.cascade import CHEAP_SHARE, choose_proposers, curve_entry, operating_point
 from moai.scorer.benchmark.evaluate import oracle
@@ -62,6 +63,8 @@ PRIOR_WEIGHTS = (0.25, 0.5, 0.75)
 """Weights of the gate's prior in the combined judge's blend, chosen on validation."""
 NEAR_SHARE = 0.95
 """`near_best`: the cheapest setting reaching this share of the best single model's validation quality."""
+VERIFIER_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""The verifier cascade's grid: the verifier's P(right) of the cheap model's answer."""
 SCORER_ENCODER = "static-minilm"
 """The gate scorer's encoder: fast enough to score every query of every run (about a millisecond)."""
 
@@ -177,7 +180,13 @@ def _gate(pool: _Pool, models: Sequence[str], scorer: str) -> Callable[[Mapping[
 
 
 def _cascade(
-    pool: _Pool, name: str, proposers: Sequence[str], strong: str, read: Sequence[str], scorer: str = "priors"
+    pool: _Pool,
+    name: str,
+    proposers: Sequence[str],
+    strong: str,
+    read: Sequence[str],
+    scorer: str = "priors",
+    judge: Mapping[str, Any] | None = None,
 ) -> Callable[[Mapping[str, Any], str], dict[str, Any]]:
     def mix(setting: Mapping[str, Any], responses: str) -> dict[str, Any]:
         return {
@@ -203,12 +212,26 @@ def _cascade(
                     "stop_when": {"score_at_least": setting["threshold"], "max_rounds": 2},
                     "otherwise": "try",
                     "then_select": "next",
-                },
+                }
+                | dict(judge or {}),
             ],
             "aggregate": {"mode": "last"},
         }
 
     return mix
+
+
+def _train_verifier(responses: Path, ids: set[str], folder: Path, seed: int, encoder: TextEncoder | None) -> str | None:
+    """Train the `verifier` judge on the graded answers to the fit queries only; save it; return its folder."""
+    from moai.scorer import verifier as learned  # type: ignore[attr-defined,unused-ignore]
+    from moai.scorer.encoders import make_encoder
+
+    examples = [e for e in learned.read_examples([responses]) if e.id in ids]
+    if len({e.score >= 0.5 for e in examples}) < 2:
+        return None
+    model = learned.train_verifier(examples, encoder=encoder or make_encoder(SCORER_ENCODER), seed=seed)
+    learned.save_verifier(model, folder, data={"files": [str(responses)], "queries": len(ids)})
+    return str(folder.resolve())
 
 
 def _mix_text(mix: Mapping[str, Any], comment: str) -> str:
@@ -280,6 +303,7 @@ def cascade_bench(
     scorer_start = time.perf_counter()
     scorer = str(_train_scorer(fit, folder / "gate_scorer", seed, quiet, encoder))
     scorer_s = time.perf_counter() - scorer_start
+    timings_setup: dict[str, float] = {"scorer_train_s": round(scorer_s, 2)}
 
     thresholds = [{"threshold": t} for t in THRESHOLDS]
     methods = [
@@ -304,8 +328,15 @@ def cascade_bench(
         )
     else:
         skipped["agreement"] = choice.get("reason", "no proposers")
+    verifier = None
+    if cheap is not None and "verifier" in READ_JUDGES:
+        fit_ids = set(fit.ids)
+        verifier_start = time.perf_counter()
+        verifier = _train_verifier(train_responses, fit_ids, folder / "verifier", seed, encoder)
+        timings_setup["verifier_train_s"] = round(time.perf_counter() - verifier_start, 2)
     if cheap is not None:
-        for judge in ("form", "arithmetic", *extra_read):
+        extra = [j for j in ("code", *extra_read) if j in READ_JUDGES]
+        for judge in ("form", "arithmetic", *extra):
             methods.append(
                 Method(
                     judge,
@@ -314,14 +345,27 @@ def cascade_bench(
                     _cascade(pool, judge, [cheap], strong, [judge]),
                 )
             )
+        if verifier is not None:
+            methods.append(
+                Method(
+                    "verifier",
+                    f"{cheap}, else {strong} when the verifier's P(right), trained on the fit queries, is low",
+                    [{"threshold": t} for t in VERIFIER_THRESHOLDS],
+                    _cascade(pool, "verifier", [cheap], strong, ["verifier"], judge={"verifier": verifier}),
+                )
+            )
         first = proposers or [cheap]
-        read = (["agreement"] if proposers else []) + ["form", "arithmetic", *extra_read]
+        read = (["agreement"] if proposers else []) + ["form", "arithmetic", *extra]
+        if verifier is not None:
+            read.append("verifier")
         methods.append(
             Method(
                 "combined",
                 f"{' + '.join(first)}, judged by {', '.join(read)} with the gate's prior, else {strong}",
                 [{"threshold": t, "prior_weight": w} for w in PRIOR_WEIGHTS for t in COMBINED_THRESHOLDS],
-                _cascade(pool, "combined", first, strong, read, scorer),
+                _cascade(
+                    pool, "combined", first, strong, read, scorer, judge={"verifier": verifier} if verifier else None
+                ),
             )
         )
     else:
@@ -417,6 +461,8 @@ def cascade_bench(
             "scorer": {"method": "knn", "encoder": SCORER_ENCODER, "checkpoint": scorer, "train_s": round(scorer_s, 2)},
             "skipped": skipped,
             "has_costs": True,
+            "verifier": verifier,
+            **timings_setup,
             "concurrency": concurrency,
             "jobs": jobs,
             "graph_runs": sum(len(m.settings) * (len(val_queries) + len(test_queries)) for m in methods),

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from routing_fakes import FakeEncoder
 
+import moai.calibrate
 import moai.cascade_bench as bench
 from moai.calibrate import calibrate
 from moai.cli import main
@@ -138,6 +139,11 @@ def _queries(path: Path) -> list[tuple[str, str]]:
         row = json.loads(line)
         seen.setdefault(row["id"], row["prompt"])
     return list(seen.items())
+
+
+@pytest.fixture(autouse=True)
+def small_calibration_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(moai.calibrate, "JUDGE_GRID", (0.0, 0.25, 0.5, 0.75, 1.0))
 
 
 def _cascade_mix(tmp_path: Path) -> Path:
