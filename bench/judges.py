@@ -8,8 +8,14 @@ grade (right when its score is >= 0.5). Agreement is the answer's share of the o
 same query that agree with it (on GSM8K: does the other model give the same final number), and its agreement with
 GPT-4-1106's answer alone (what a two-model cascade has); form and
 arithmetic read the answer alone. AUC (Mann-Whitney, ties count half) over the answers a judge scores;
-'scored' is the share of answers it gives a score at all (None elsewhere). Nothing is trained or tuned,
-so there is no split: every figure is held-out-free.
+'scored' is the share of answers it gives a score at all (None elsewhere). Nothing of those is trained or
+tuned, so there is no split: every figure is held-out-free.
+
+The verifier (`moai.scorer.verifier`, the judge `read: [verifier]`) is learned, so it is measured on
+held-out queries only: each file is split by id (RouterBench 80/20, GSM8K 50/50, seed 0; the recipe of
+`moai bench routing`), one verifier is trained on the train parts of both files (static encoder), and its
+AUC is taken over the answers to the test queries ('verifier (held out)'); for comparison, the same
+test answers' agreement-with-GPT-4 AUC where there is one.
 
 Run from the repository root:  python bench/judges.py [--data DIR] [--out bench/results/judges.md]
 """
@@ -23,12 +29,18 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from moai.scorer.answers import agreement, arithmetic_score, form_score, query_form
+from moai.scorer.verifier import Example, read_examples, split_ids, train_verifier
 
 JUDGES = ("agreement", "agreement with GPT-4", "form", "arithmetic")
+HELD_OUT = ("verifier (held out)", "agreement with GPT-4 (held out)")
 PARTNER = "gpt-4-1106-preview"
 FILES = ("gsm8k_gpt4_mixtral_train.jsonl.gz", "routerbench_train.jsonl.gz")
+TEST_SHARE = {"gsm8k_gpt4_mixtral_train.jsonl.gz": 0.5, "routerbench_train.jsonl.gz": 0.2}
+"""Share of each file's query ids held out from the verifier's training."""
+SEED = 0
 
 
 def auc(pairs: Iterable[tuple[float, bool]]) -> float | None:
@@ -62,10 +74,23 @@ def read_file(path: Path) -> dict[tuple[str, str], dict[str, dict[str, object]]]
     return queries
 
 
-def judge_file(path: Path) -> dict[tuple[str, str], dict[str, list[tuple[float | None, bool]]]]:
-    """Return, per (task, model), each judge's (score, right) over the answers."""
+def held_out(data: Path) -> tuple[list[Example], dict[str, set[str]]]:
+    """Return the training answers of every file and each file's held-out query ids."""
+    train: list[Example] = []
+    test_ids: dict[str, set[str]] = {}
+    for name in FILES:
+        examples = read_examples([data / name])
+        train_ids, test_ids[name] = split_ids((e.id for e in examples), TEST_SHARE[name], SEED, name)
+        train += [e for e in examples if e.id in train_ids]
+    return train, test_ids
+
+
+def judge_file(
+    path: Path, verifier: Any = None, test_ids: set[str] | None = None
+) -> dict[tuple[str, str], dict[str, list[tuple[float | None, bool]]]]:
+    """Return, per (task, model), each judge's (score, right) over the answers (the verifier's: over test ids)."""
     out: dict[tuple[str, str], dict[str, list[tuple[float | None, bool]]]] = defaultdict(lambda: defaultdict(list))
-    for (task, _), answers in read_file(path).items():
+    for (task, qid), answers in read_file(path).items():
         models = sorted(answers)
         prompt = str(answers[models[0]]["prompt"])
         texts = [str(answers[m]["response"]) for m in models]
@@ -82,13 +107,24 @@ def judge_file(path: Path) -> dict[tuple[str, str], dict[str, list[tuple[float |
                 cell["agreement with GPT-4"].append((with_partner[model], right))
             cell["form"].append((form_score(prompt, text), right))
             cell["arithmetic"].append((arithmetic_score(text), right))
+        if verifier is not None and test_ids is not None and qid in test_ids:
+            for model, p in zip(models, verifier.score(prompt, texts, models), strict=True):
+                right = float(answers[model]["score"]) >= 0.5  # type: ignore[arg-type]
+                out[(task, model)]["verifier (held out)"].append((p, right))
+                if PARTNER in answers and model != PARTNER:
+                    out[(task, model)]["agreement with GPT-4 (held out)"].append((with_partner[model], right))
     return out
 
 
 def table(results: dict[tuple[str, str], dict[str, list[tuple[float | None, bool]]]]) -> list[str]:
+    """Return the markdown table: each judge's AUC (share scored) on all answers, then the held-out ones."""
     lines = [
-        "| task | model | answers | right | " + " | ".join(f"{j} AUC (scored)" for j in JUDGES) + " |",
-        "|---|---|---:|---:|" + "---:|" * len(JUDGES),
+        "| task | model | answers | right | "
+        + " | ".join(f"{j} AUC (scored)" for j in JUDGES)
+        + " | "
+        + " | ".join(f"{j} AUC (answers)" for j in HELD_OUT)
+        + " |",
+        "|---|---|---:|---:|" + "---:|" * (len(JUDGES) + len(HELD_OUT)),
     ]
     for (task, model), cell in sorted(results.items()):
         n = len(cell["form"])
@@ -101,6 +137,10 @@ def table(results: dict[tuple[str, str], dict[str, list[tuple[float | None, bool
             scored = [(s, r) for s, r in cell[judge] if s is not None]
             value = auc(scored)
             cells.append(f"{'-' if value is None else f'{value:.3f}'} ({len(scored) / n:.0%})")
+        for judge in HELD_OUT:
+            held = [(s, r) for s, r in cell.get(judge, []) if s is not None]
+            value = auc(held) if held else None
+            cells.append(f"{'-' if value is None else f'{value:.3f}'} ({len(held)})" if held else "")
         lines.append(f"| {task} | {model} | {n} | {right:.3f} | " + " | ".join(cells) + " |")
     return lines
 
@@ -123,10 +163,21 @@ def main() -> None:
         "two models; RouterBench: the other ten). 'Agreement with GPT-4': with GPT-4-1106's answer alone, as a",
         "two-model cascade (cheap model, then GPT-4) sees it. Form and arithmetic read each answer alone.",
         "",
+        "The verifier is learned, so it is measured on held-out queries: each file split by id (RouterBench",
+        f"80/20, GSM8K 50/50, seed {SEED}), one verifier trained on the train parts of both (static encoder,",
+        "`train_verifier`), AUC over the answers to the test queries (in brackets: how many). Beside it,",
+        "agreement with GPT-4 on the same test answers. The verifier reads one answer and needs no second",
+        "model's answer; agreement with GPT-4 needs GPT-4 to have answered too.",
+        "",
     ]
+    train, test_ids = held_out(args.data)
+    from moai.scorer.encoders import STATIC_ENCODER, make_encoder
+
+    verifier = train_verifier(train, encoder=make_encoder(STATIC_ENCODER), seed=SEED)
+    print(f"verifier trained on {len(train)} answers", flush=True)
     for name in FILES:
         path = args.data / name
-        lines += [f"## {name}", "", *table(judge_file(path)), ""]
+        lines += [f"## {name}", "", *table(judge_file(path, verifier, test_ids[name])), ""]
         print(f"done {name}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines), encoding="utf-8")

@@ -487,9 +487,9 @@ class StopWhen(_Strict):
     )
 
 
-READ_JUDGES = ("agreement", "form", "arithmetic")
+READ_JUDGES = ("agreement", "form", "arithmetic", "verifier")
 """The answer-reading judges a judge step may declare under `read:` (moai.scorer.answers computes them)."""
-ReadJudge = Literal["agreement", "form", "arithmetic"]
+ReadJudge = Literal["agreement", "form", "arithmetic", "verifier"]
 
 
 class JudgeStep(_Strict):
@@ -511,9 +511,21 @@ class JudgeStep(_Strict):
         description="Judges that read the answers themselves, no model call: 'agreement' (the share of the "
         "other answers that agree after normalising by the form the query asks for), 'form' (the answer has "
         "the form the query asks for: a choice letter, a number), 'arithmetic' (the share of the equations "
-        "written in the answer whose result is right). Each gives a score in [0, 1] or none; the mean of an "
-        "answer's scores enters the blend as one observation beside self and cross (a declared rule, not "
-        "learned). Each at most once.",
+        "written in the answer whose result is right), 'verifier' (a learned P(right) of the answer: see "
+        "`verifier`). Each gives a score in [0, 1] or none; the mean of an answer's scores enters the blend as "
+        "one observation beside self and cross (a declared rule, not learned). Each at most once.",
+    )
+    verifier: str = Field(
+        "bundled:verifier",
+        max_length=4096,
+        description="The verifier that `read: [verifier]` uses: 'bundled:<name>' (shipped) or a checkpoint folder "
+        "written by `moai scorer train-verifier` (relative to the mix file). Its P(right) is a logistic "
+        "regression, trained on graded answers, over the answer's features (what 'form' and 'arithmetic' read, "
+        "length, hedging, code that parses, embeddings of query and answer), the model's identity and a kNN "
+        "prior of the model on similar queries: the learned combination of the read judges with a prior. "
+        "Declared, it replaces the gate's prior in the blend: an answer's score is the mean of the verifier's "
+        "P(right) with the read judges it does not already read (agreement), then with self and cross where "
+        "declared; prior_weight is not applied again.",
     )
     prior_weight: float = Field(
         0.3, ge=0, le=1, description="Weight of the gate's prior in the blended score (RouteMoA)."

@@ -1,7 +1,9 @@
 """Build routing data for your own pool: run every model of a mix on labelled questions, grade, write JSONL.
 
 The output is the uniform routing format (one line per query and model: id, prompt, task, model, score,
-cost) that scorer training reads, so a user can train a scorer for the pool they actually run.
+cost) that scorer training reads, plus each answer's text (`response`, empty where the call failed): a
+responses file, so a user can train a scorer and a verifier (`moai scorer train-verifier`) for the pool
+they actually run, and replay it.
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ async def build_routing_data(
                     "model": name,
                     "score": float(reply is not None and question.grade(reply.text)),
                     "cost": sum(call["cost_usd"] for call in calls),
+                    # The answer itself: the file is then also a responses file, which
+                    # `moai scorer train-verifier` trains on and `provider: replay` replays.
+                    "response": reply.text if reply is not None else "",
                 }
                 handle.write(json.dumps(line) + "\n")
                 handle.flush()

@@ -19,6 +19,7 @@ from moai.nodes.runtime import MixRuntime, nothing_answered
 from moai.nodes.state import Call, MixState, Proposal, Verdict
 from moai.nodes.stop import stop_reason
 from moai.scorer.answers import read_scores
+from moai.scorer.verifier import READS
 
 __all__ = ["make_judge"]
 
@@ -53,7 +54,7 @@ def make_judge(mix: MixRuntime, step: JudgeStep) -> Callable[..., Coroutine[Any,
             if judgement is not None:
                 cross, critique = [*judgement.scores], judgement.critique
         # Model output is data here: the texts are parsed by pure functions, never sent as instructions.
-        read = read_scores(step.read, state["query"], [p["content"] for p in latest])
+        read = _read(mix, step, state["query"], latest)
         verdicts = [
             _verdict(step, p, c, r, state["gate"]["scores"], critique)
             for p, c, r in zip(latest, cross, read, strict=True)
@@ -98,6 +99,28 @@ def _judge_model(step: JudgeStep, latest: list[Proposal], scores: dict[str, floa
     return max((p["model"] for p in latest), key=lambda model: scores[model])
 
 
+def _read(mix: MixRuntime, step: JudgeStep, query: str, latest: list[Proposal]) -> list[dict[str, float | None]]:
+    """Return each answer's score by each declared answer-reading judge, in the order declared.
+
+    The verifier knows a model by its name in the mix or by its model id (a replay model's recorded
+    model); a model it knows neither way is scored as unknown (by its prior over all models).
+    """
+    answers = [p["content"] for p in latest]
+    read = read_scores([name for name in step.read if name != "verifier"], query, answers)
+    if "verifier" in step.read:
+        verifier = mix.verifiers[step.name]
+        known = set(verifier.models)
+        ids = [
+            p["model"]
+            if p["model"] in known or p["model"] not in mix.spec.models
+            else mix.spec.models[p["model"]].model
+            for p in latest
+        ]
+        for scores, probability in zip(read, verifier.score(query, answers, ids), strict=True):
+            scores["verifier"] = probability
+    return [{name: scores[name] for name in step.read} for scores in read]
+
+
 def _verdict(
     step: JudgeStep,
     proposal: Proposal,
@@ -113,14 +136,27 @@ def _verdict(
     so that an answer could win by its own claim (or by making the judge's reply unreadable).
 
     The answer-reading judges (`read:`) enter as one observation: the mean of those that gave a score.
-    A declared rule, equal to self and cross; weights learned from data are later work.
+    A declared rule, equal to self and cross.
+
+    With the verifier (`read: [verifier]`) the weights are learned: its P(right) is already the fitted
+    combination of what 'form' and 'arithmetic' read with a prior of the model on similar queries, so
+    those two are not counted again, and the gate's prior is not blended in again (prior_weight is
+    not applied). The reading observation is the mean of the verifier's P(right) with the read judges
+    it does not read (agreement); the score is the mean of that with self and cross, where declared.
     """
     stated = proposal["confidence"] if step.self_assess and (step.cross is None or cross is not None) else None
-    given = [s for s in read.values() if s is not None]
+    verified = read.get("verifier")
+    if verified is not None:
+        given = [verified, *(s for name, s in read.items() if name not in (*READS, "verifier") and s is not None)]
+    else:
+        given = [s for s in read.values() if s is not None]
     reading = fmean(given) if given else None
     observed = [s for s in (stated, cross, reading) if s is not None]
     base = prior.get(proposal["model"], 0.5)
-    score = step.prior_weight * base + (1 - step.prior_weight) * fmean(observed) if observed else base
+    if verified is not None:
+        score = fmean(observed)
+    else:
+        score = step.prior_weight * base + (1 - step.prior_weight) * fmean(observed) if observed else base
     return Verdict(
         step=step.name,
         layer=proposal["layer"],

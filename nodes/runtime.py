@@ -24,6 +24,7 @@ from moai.nodes.state import Call, RunInfo
 from moai.scorer import Predictor
 from moai.scorer.data.responses import check_replay
 from moai.scorer.locate import check_scorer, described_models, load_scorer
+from moai.scorer.verifier import Verifier, check_verifiers
 
 __all__ = ["MixRuntime", "ModelFactory", "Recorder", "nothing_answered", "transient_errors"]
 
@@ -74,6 +75,8 @@ class MixRuntime:
     learn_seed: int | None = None
     """Seeds the learning gate's exploration draws; None: fresh entropy."""
     scorer: Predictor = field(init=False)
+    verifiers: dict[str, Verifier] = field(init=False)
+    """The verifier of each judge step that reads with one (`read: [verifier]`), by step name; read once."""
     online: OnlineGate | None = field(init=False)
     """The learning gate, when the mix declares `gate.learn`."""
     breaker: CircuitBreaker = field(init=False)
@@ -87,6 +90,7 @@ class MixRuntime:
     def __post_init__(self) -> None:
         check_scorer(self.spec, self.source)
         check_replay(self.spec, self.source)
+        self.verifiers = check_verifiers(self.spec, self.source)
         quality = {name: model.quality for name, model in self.spec.models.items()}
         gate = self.spec.gate
         self.scorer = load_scorer(gate.scorer, quality, self.source, described_models(self.spec), gate.describe_weight)

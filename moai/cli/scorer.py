@@ -15,7 +15,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parsers", "bench_routing", "scorer_add_model", "scorer_train", "scorer_universe"]
+__all__ = [
+    "add_parsers",
+    "bench_routing",
+    "scorer_add_model",
+    "scorer_train",
+    "scorer_train_verifier",
+    "scorer_universe",
+]
+
+VERIFIER_ENCODERS = ("static", "minilm", "none")
+"""`--encoder` of train-verifier: the static encoder (default), MiniLM itself, or none (no kNN prior)."""
 
 
 def _encoder(name: str, truncate: str) -> Any:
@@ -281,6 +291,57 @@ def scorer_universe(args: argparse.Namespace) -> int:
     return 0
 
 
+def scorer_train_verifier(args: argparse.Namespace) -> int:
+    """Run `moai scorer train-verifier`: fit on an internal split, print held-out AUC per model; refit on all; save.
+
+    The held-out split is by query id, per file (80/20, seeded); the saved verifier is then trained on every
+    graded answer, with the same settings, and records the held-out figures.
+    """
+    from moai.scorer.encoders import DEFAULT_ENCODER, STATIC_ENCODER, make_encoder
+    from moai.scorer.verifier import evaluate, read_examples, save_verifier, split_ids, train_verifier
+
+    quiet = bool(args.quiet)
+
+    def say(message: str) -> None:
+        _say(quiet, message)
+
+    try:
+        examples = read_examples(args.data)
+        encoder = {"static": lambda: make_encoder(STATIC_ENCODER), "minilm": lambda: make_encoder(DEFAULT_ENCODER)}
+        enc = encoder[args.encoder]() if args.encoder in encoder else None
+        train, test = [], []
+        for source in dict.fromkeys(e.source for e in examples):
+            rows = [e for e in examples if e.source == source]
+            train_ids, _ = split_ids((e.id for e in rows), 0.2, args.seed, Path(source).name)
+            for e in rows:
+                (train if e.id in train_ids else test).append(e)
+        if not test or not train:
+            raise ValueError("too few queries to hold some out: give more graded answers")
+        start = time.perf_counter()
+        held = train_verifier(train, encoder=enc, seed=args.seed, progress=say)
+        metrics = evaluate(held, test)
+        say("refitting on every graded answer")
+        verifier = train_verifier(examples, encoder=enc, seed=args.seed, progress=say)
+        train_s = time.perf_counter() - start
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    verifier.meta["held_out"] = {"split": "by id per file, 20% held out", "seed": args.seed, "auc": metrics}
+    data = {
+        "files": [str(p) for p in args.data],
+        "answers": len(examples),
+        "queries": len({(e.source, e.id) for e in examples}),
+    }
+    save_verifier(verifier, args.out, data=data)
+    print(f"verifier: {len(examples)} answers of {len(verifier.models)} models, trained in {train_s:.1f}s")
+    print(f"held out (20% of the queries of each file, seed {args.seed}): AUC per model")
+    width = max(len(m) for m in metrics)
+    for model, row in metrics.items():
+        print(f"  {model:<{width}}  {_num(row['auc'])}  ({row['answers']} answers, {_pct(row['right'])} right)")
+    print(f"checkpoint: {args.out}")
+    return 0
+
+
 def scorer_build_encoder(args: argparse.Namespace) -> int:
     """Build (or rebuild) a static encoder table ahead of its first use; print where and how long it took."""
     from moai.scorer.encoders.static import StaticEncoder, build_table, load_table
@@ -378,6 +439,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="quality points one dearest-model's mean cost is worth (default 0: quality alone)",
     )
     p.set_defaults(func=scorer_universe)
+
+    p = scorer_sub.add_parser(
+        "train-verifier",
+        help="train a verifier (query, answer, model -> P(right)) on responses files; print held-out AUC; save it",
+    )
+    p.add_argument("--data", nargs="+", required=True, metavar="FILE", help="responses JSONL(.gz) files (graded)")
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder to write")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and of training (default 0)")
+    p.add_argument(
+        "--encoder",
+        choices=VERIFIER_ENCODERS,
+        default="static",
+        help="query encoder of the kNN prior: static (default; fast on a CPU), minilm, or none (the model's mean)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=scorer_train_verifier)
 
     from moai.scorer.encoders.static import DEFAULT_DIM
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from moai.cli import main
+from moai.scorer.verifier import read_examples
 
 MIX = """
 name: pool
@@ -44,8 +45,13 @@ def test_every_model_answers_every_question_graded_in_the_uniform_format(
         ("gsm8k-0", "gsm8k", "wrong", 0.0),
     ]
     assert rows[0]["cost"] > 0 and rows[1]["cost"] == 0
-    assert set(rows[0]) == {"id", "prompt", "task", "model", "score", "cost"}
+    assert set(rows[0]) == {"id", "prompt", "task", "model", "score", "cost", "response"}
     assert rows[0]["prompt"].startswith("2+2?\n\nA) 3\nB) 4")
+    # Each answer's text too: the file is a responses file, which train-verifier reads as it is.
+    assert [r["response"] for r in rows] == ["Answer: B", "Answer: C", "Answer: 4", "Answer: 5"]
+    assert [(e.model, e.response, e.score) for e in read_examples([out])] == [
+        (r["model"], r["response"], r["score"]) for r in rows
+    ]
 
 
 def test_an_interrupted_build_resumes_without_repeating_lines(qa: tuple[Path, Path, Path], tmp_path: Path) -> None:
