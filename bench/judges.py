@@ -23,6 +23,7 @@ Run from the repository root:  python bench/judges.py [--data DIR] [--out bench/
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
 import json
 import os
@@ -32,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from moai.scorer.answers import agreement, arithmetic_score, form_score, query_form
+from moai.scorer.code import asks_for_code, code_score
 from moai.scorer.verifier import Example, read_examples, split_ids, train_verifier
 
-JUDGES = ("agreement", "agreement with GPT-4", "form", "arithmetic")
+JUDGES = ("agreement", "agreement with GPT-4", "form", "arithmetic", "code")
 HELD_OUT = ("verifier (held out)", "agreement with GPT-4 (held out)")
 PARTNER = "gpt-4-1106-preview"
 FILES = ("gsm8k_gpt4_mixtral_train.jsonl.gz", "routerbench_train.jsonl.gz")
@@ -107,6 +109,8 @@ def judge_file(
                 cell["agreement with GPT-4"].append((with_partner[model], right))
             cell["form"].append((form_score(prompt, text), right))
             cell["arithmetic"].append((arithmetic_score(text), right))
+            code = asyncio.run(code_score(prompt, text)) if asks_for_code(prompt) else None
+            cell["code"].append((code, right))
         if verifier is not None and test_ids is not None and qid in test_ids:
             for model, p in zip(models, verifier.score(prompt, texts, models), strict=True):
                 right = float(answers[model]["score"]) >= 0.5  # type: ignore[arg-type]
@@ -162,6 +166,8 @@ def main() -> None:
         "of the other models' answers to the same query that agree after normalising (GSM8K: the other of",
         "two models; RouterBench: the other ten). 'Agreement with GPT-4': with GPT-4-1106's answer alone, as a",
         "two-model cascade (cheap model, then GPT-4) sees it. Form and arithmetic read each answer alone.",
+        "Code: where the query asks for code, 1 if the answer's code parses and defines a function, 0.5 if it",
+        "parses without one, 0 if none parses; RouterBench's MBPP queries state no tests, so nothing is run.",
         "",
         "The verifier is learned, so it is measured on held-out queries: each file split by id (RouterBench",
         f"80/20, GSM8K 50/50, seed {SEED}), one verifier trained on the train parts of both (static encoder,",

@@ -487,9 +487,9 @@ class StopWhen(_Strict):
     )
 
 
-READ_JUDGES = ("agreement", "form", "arithmetic", "verifier")
+READ_JUDGES = ("agreement", "form", "arithmetic", "code", "logprob", "verifier")
 """The answer-reading judges a judge step may declare under `read:` (moai.scorer.answers computes them)."""
-ReadJudge = Literal["agreement", "form", "arithmetic", "verifier"]
+ReadJudge = Literal["agreement", "form", "arithmetic", "code", "logprob", "verifier"]
 
 
 class JudgeStep(_Strict):
@@ -511,7 +511,10 @@ class JudgeStep(_Strict):
         description="Judges that read the answers themselves, no model call: 'agreement' (the share of the "
         "other answers that agree after normalising by the form the query asks for), 'form' (the answer has "
         "the form the query asks for: a choice letter, a number), 'arithmetic' (the share of the equations "
-        "written in the answer whose result is right), 'verifier' (a learned P(right) of the answer: see "
+        "written in the answer whose result is right), 'code' (where the query asks for code: the answer's code "
+        "parses and defines the function asked for; where the query states asserts, the share of them it "
+        "passes, run in a sandboxed subprocess), 'logprob' (from the answer's token log-probabilities, where "
+        "the provider returns them: openai, local), 'verifier' (a learned P(right) of the answer: see "
         "`verifier`). Each gives a score in [0, 1] or none; the mean of an answer's scores enters the blend as "
         "one observation beside self and cross (a declared rule, not learned). Each at most once.",
     )

@@ -14,6 +14,7 @@ from langgraph.graph.state import CompiledStateGraph
 from moai.graphs.compile import build_graph, superstep_bound
 from moai.graphs.split import arm_spec, build_split
 from moai.mix_instructions import MixSpec, SplitSpec, load_any, resolve_path
+from moai.mix_instructions.schema import JudgeStep
 from moai.nodes.runtime import MixRuntime
 
 __all__ = ["build_mix", "load_mix", "mix_runtime", "recursion_limit", "threads_db"]
@@ -90,8 +91,14 @@ def mix_runtime(spec: MixSpec, source: str = "<mix>", usage_db: str | os.PathLik
         check_chat_model(name, model, source)  # a missing package is named now, not at the model's first call
     db = resolve_db(usage_db)
     learn_log = LearnReader(db) if db and spec.gate.learn is not None else None
+    # A judge that reads log-probabilities has the providers that can give them asked for them.
+    logprobs = any(isinstance(step, JudgeStep) and "logprob" in step.read for step in spec.steps)
     return MixRuntime(
-        spec, partial(make_chat_model, mix_file=source), source, monitor_for(db) if db else None, learn_log
+        spec,
+        partial(make_chat_model, mix_file=source, logprobs=logprobs),
+        source,
+        monitor_for(db) if db else None,
+        learn_log,
     )
 
 

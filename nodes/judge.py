@@ -18,7 +18,7 @@ from moai.nodes.prompts import judge_messages, parse_judgement
 from moai.nodes.runtime import MixRuntime, nothing_answered
 from moai.nodes.state import Call, MixState, Proposal, Verdict
 from moai.nodes.stop import stop_reason
-from moai.scorer.answers import read_scores
+from moai.scorer.answers import aread_scores
 from moai.scorer.verifier import READS
 
 __all__ = ["make_judge"]
@@ -54,7 +54,7 @@ def make_judge(mix: MixRuntime, step: JudgeStep) -> Callable[..., Coroutine[Any,
             if judgement is not None:
                 cross, critique = [*judgement.scores], judgement.critique
         # Model output is data here: the texts are parsed by pure functions, never sent as instructions.
-        read = _read(mix, step, state["query"], latest)
+        read = await _read(mix, step, state["query"], latest)
         verdicts = [
             _verdict(step, p, c, r, state["gate"]["scores"], critique)
             for p, c, r in zip(latest, cross, read, strict=True)
@@ -99,14 +99,15 @@ def _judge_model(step: JudgeStep, latest: list[Proposal], scores: dict[str, floa
     return max((p["model"] for p in latest), key=lambda model: scores[model])
 
 
-def _read(mix: MixRuntime, step: JudgeStep, query: str, latest: list[Proposal]) -> list[dict[str, float | None]]:
+async def _read(mix: MixRuntime, step: JudgeStep, query: str, latest: list[Proposal]) -> list[dict[str, float | None]]:
     """Return each answer's score by each declared answer-reading judge, in the order declared.
 
     The verifier knows a model by its name in the mix or by its model id (a replay model's recorded
     model); a model it knows neither way is scored as unknown (by its prior over all models).
     """
     answers = [p["content"] for p in latest]
-    read = read_scores([name for name in step.read if name != "verifier"], query, answers)
+    others = [name for name in step.read if name != "verifier"]
+    read = await aread_scores(others, query, answers, [p.get("logprob") for p in latest])
     if "verifier" in step.read:
         verifier = mix.verifiers[step.name]
         known = set(verifier.models)

@@ -10,6 +10,7 @@ from moai.nodes.call import call_model
 from moai.nodes.prompts import parse_confidence, propose_messages
 from moai.nodes.runtime import MixRuntime
 from moai.nodes.state import Proposal, ProposeTask
+from moai.scorer.logprob import logprob_stats
 
 __all__ = ["make_propose"]
 
@@ -51,6 +52,7 @@ def make_propose(mix: MixRuntime, step: ProposeStep) -> Callable[[ProposeTask], 
                 role=task["role"],
                 content=content,
                 confidence=confidence,
+                logprob=logprob_stats(reply.response_metadata.get("logprobs")),
             )
             update["proposals"] = [proposal]
         return update

@@ -8,6 +8,8 @@ from typing import Annotated, Literal, NotRequired
 from langchain_core.messages import AnyMessage
 from typing_extensions import TypedDict
 
+from moai.scorer.logprob import LogprobStats
+
 __all__ = [
     "Call",
     "GateDecision",
@@ -59,6 +61,8 @@ class Proposal(TypedDict):
     role: str | None
     content: str
     confidence: float | None
+    logprob: NotRequired[LogprobStats | None]
+    """Its reply's token log-probabilities, reduced, where the provider gave them (read by `read: [logprob]`)."""
 
 
 class Verdict(TypedDict):

@@ -13,14 +13,17 @@ at most `MAX_OPERATIONS` operations each are recomputed, with `Decimal` at a fix
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 from typing import Literal
 
 from moai.mix_instructions.schema import READ_JUDGES
+from moai.scorer.code import code_score
 from moai.scorer.data.qa import LETTERS, extract_choice, extract_number
+from moai.scorer.logprob import logprob_score
 
 __all__ = [
     "MAX_ANSWER_CHARS",
@@ -31,6 +34,7 @@ __all__ = [
     "READ_JUDGES",
     "Form",
     "agreement",
+    "aread_scores",
     "arithmetic_score",
     "form_score",
     "normalise",
@@ -198,7 +202,8 @@ def arithmetic_score(answer: str) -> float | None:
 def read_scores(judges: Sequence[str], query: str, answers: Sequence[str]) -> list[dict[str, float | None]]:
     """Return, for each answer, the score of each declared answer-reading judge (None: no opinion).
 
-    Agreement compares the answers by the form the query asks for, or by their short text.
+    Agreement compares the answers by the form the query asks for, or by their short text. 'code' and
+    'logprob' are left None here: `aread_scores` gives them (one runs a sandbox, the other reads call data).
 
     Args:
         judges: Names out of `READ_JUDGES`.
@@ -217,9 +222,38 @@ def read_scores(judges: Sequence[str], query: str, answers: Sequence[str]) -> li
                 scores[name] = agree
             elif name == "form":
                 scores[name] = form_score(query, answer)
-            else:
+            elif name == "arithmetic":
                 scores[name] = arithmetic_score(answer)
+            else:
+                scores[name] = None
         out.append(scores)
+    return out
+
+
+async def aread_scores(
+    judges: Sequence[str],
+    query: str,
+    answers: Sequence[str],
+    logprobs: Sequence[Mapping[str, object] | None] | None = None,
+) -> list[dict[str, float | None]]:
+    """Return `read_scores`, with 'code' and 'logprob' given too; the answers' code runs concurrently.
+
+    Args:
+        judges: Names out of `READ_JUDGES`.
+        query: The user's query.
+        answers: The latest answers to it.
+        logprobs: Each answer's token log-probability statistics (`moai.scorer.logprob.logprob_stats`),
+            None where its provider gave none.
+    """
+    out = read_scores(judges, query, answers)
+    if "code" in judges:
+        codes = await asyncio.gather(*(code_score(query, answer) for answer in answers))
+        for scores, code in zip(out, codes, strict=True):
+            scores["code"] = code
+    if "logprob" in judges:
+        stats = list(logprobs) if logprobs is not None else [None] * len(answers)
+        for scores, stat in zip(out, stats, strict=True):
+            scores["logprob"] = logprob_score(stat)
     return out
 
 

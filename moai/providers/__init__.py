@@ -13,10 +13,13 @@ from langchain_core.language_models import BaseChatModel
 from moai.errors import ProviderError
 from moai.mix_instructions.schema import ModelSpec
 
-__all__ = ["PROVIDERS", "ProviderError", "check_chat_model", "make_chat_model"]
+__all__ = ["LOGPROB_PROVIDERS", "PROVIDERS", "ProviderError", "check_chat_model", "make_chat_model"]
+
+LOGPROB_PROVIDERS = ("openai", "local")
+"""Providers that return token log-probabilities when asked (for `read: [logprob]`)."""
 
 
-def _openai(name: str, spec: ModelSpec) -> BaseChatModel:
+def _openai(name: str, spec: ModelSpec, logprobs: bool = False) -> BaseChatModel:
     import httpx
     from langchain_openai import ChatOpenAI
 
@@ -36,14 +39,16 @@ def _openai(name: str, spec: ModelSpec) -> BaseChatModel:
         # Its own async client: langchain-openai's default one is shared by the whole process, so a
         # connection opened in one event loop would be reused, broken, from the next.
         http_async_client=httpx.AsyncClient(timeout=spec.timeout_s),
+        # Asked for only where a judge reads them: a server that cannot give them may refuse the request.
+        **({"logprobs": True, "top_logprobs": 2} if logprobs else {}),
     )
     return model
 
 
-def _local(name: str, spec: ModelSpec) -> BaseChatModel:
+def _local(name: str, spec: ModelSpec, logprobs: bool = False) -> BaseChatModel:
     from moai.providers.local import LocalChatModel
 
-    return LocalChatModel(model=spec.model, max_tokens=spec.max_tokens, temperature=spec.temperature)
+    return LocalChatModel(model=spec.model, max_tokens=spec.max_tokens, temperature=spec.temperature, logprobs=logprobs)
 
 
 def _fake(name: str, spec: ModelSpec) -> BaseChatModel:
@@ -146,18 +151,26 @@ PROVIDERS: dict[str, Callable[[str, ModelSpec], BaseChatModel]] = {
 }
 
 
-def make_chat_model(name: str, spec: ModelSpec, mix_file: str | None = None) -> BaseChatModel:
+def make_chat_model(
+    name: str, spec: ModelSpec, mix_file: str | None = None, *, logprobs: bool = False
+) -> BaseChatModel:
     """Build the chat model for a model of a mix, by its provider.
 
     Args:
         name: The model's name in the mix.
         spec: Its declaration.
         mix_file: The mix file, which a replay model's responses file is relative to.
+        logprobs: Ask for the replies' token log-probabilities (in `response_metadata["logprobs"]`), where
+            the provider gives them (`LOGPROB_PROVIDERS`); the others ignore it.
     """
     if spec.provider == "replay" and spec.responses is not None:
         from moai.scorer.data.responses import resolve_responses
 
         spec = spec.model_copy(update={"responses": str(resolve_responses(spec.responses, mix_file))})
+    if logprobs and spec.provider == "openai":
+        return _openai(name, spec, logprobs=True)
+    if logprobs and spec.provider == "local":
+        return _local(name, spec, logprobs=True)
     return PROVIDERS[spec.provider](name, spec)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import re
 import threading
 import time
@@ -36,6 +37,10 @@ class ScriptedChatModel(BaseChatModel):
     delay_s: float = 0.0
     max_tokens: int | None = None
     """Cut replies to this many words, as a real model stops at its token limit."""
+    logprobs: Sequence[float] | None = None
+    """The log-probability of every token of each reply in turn (cycled as `replies` are), returned in
+    `response_metadata["logprobs"]` in OpenAI's shape, with one runner-up holding the rest of the mass;
+    None: no log-probabilities, as most providers give none."""
     _turn: Iterator[int] = PrivateAttr()
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
@@ -48,7 +53,8 @@ class ScriptedChatModel(BaseChatModel):
 
     def _reply(self, messages: list[BaseMessage]) -> AIMessage:
         with self._lock:
-            text = self.replies[next(self._turn) % len(self.replies)]
+            turn = next(self._turn)
+            text = self.replies[turn % len(self.replies)]
         if text.startswith(FAIL):
             raise RuntimeError(text[len(FAIL) :].strip() or "scripted failure")
         if text.startswith(UNAVAILABLE):
@@ -61,7 +67,8 @@ class ScriptedChatModel(BaseChatModel):
         usage = UsageMetadata(
             input_tokens=tokens_in, output_tokens=len(text.split()), total_tokens=tokens_in + len(text.split())
         )
-        return AIMessage(content=text, usage_metadata=usage)
+        meta = {} if not self.logprobs else {"logprobs": _logprobs(text, self.logprobs[turn % len(self.logprobs)])}
+        return AIMessage(content=text, usage_metadata=usage, response_metadata=meta)
 
     def _generate(
         self,
@@ -99,8 +106,25 @@ class ScriptedChatModel(BaseChatModel):
         for i, word in enumerate(words):
             last = i == len(words) - 1
             chunk = AIMessageChunk(
-                content=word if last else word + " ", usage_metadata=message.usage_metadata if last else None
+                content=word if last else word + " ",
+                usage_metadata=message.usage_metadata if last else None,
+                response_metadata=message.response_metadata if last else {},
             )
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=ChatGenerationChunk(message=chunk))
             yield ChatGenerationChunk(message=chunk)
+
+
+def _logprobs(text: str, logprob: float) -> dict[str, Any]:
+    """Return OpenAI-shaped log-probabilities: each word at `logprob`, a runner-up with the rest of the mass."""
+    rest = math.log(max(1e-12, 1 - math.exp(min(0.0, logprob))))
+    return {
+        "content": [
+            {
+                "token": word,
+                "logprob": logprob,
+                "top_logprobs": [{"token": word, "logprob": logprob}, {"token": "\x00other", "logprob": rest}],
+            }
+            for word in text.split()
+        ]
+    }

@@ -126,6 +126,54 @@ def _prompt(loaded: _Loaded, messages: list[BaseMessage]) -> tuple[list[int], li
     return loaded.llm.tokenize(text.encode(), add_bos=True, special=False), ["\nQ:", "\nA:"]
 
 
+class _Logprobs:
+    """Record each generated token's log-probability and its runner-up's, as llama.cpp samples them.
+
+    llama-cpp-python returns log-probabilities only from a model loaded with `logits_all` (a float per
+    vocabulary entry per context position: hundreds of MB here), so they are read in its logits-processor
+    hook instead, which sees the next token's logits at each step; the token chosen there shows at the
+    next step, as the last of the ids. So the reply's last token (the end of turn, as a rule) is not
+    counted. At most `MAX_LOGPROB_TOKENS` tokens are recorded.
+    """
+
+    def __init__(self, llm: Any) -> None:
+        self._llm = llm
+        self._pending: Any = None  # log-softmax of the last step's logits, until its token is known
+        self._content: list[dict[str, Any]] = []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import numpy as np
+
+        if self._pending is not None and len(input_ids) and len(self._content) < MAX_LOGPROB_TOKENS:
+            self._record(int(input_ids[-1]), self._pending)
+        shifted = scores.astype(np.float64) - float(np.max(scores))
+        self._pending = shifted - float(np.log(np.sum(np.exp(shifted))))
+        return scores  # the hook observes: the logits are left as they are
+
+    def _record(self, token: int, logprobs: Any) -> None:
+        import numpy as np
+
+        top = np.argpartition(logprobs, -2)[-2:] if len(logprobs) > 1 else np.arange(len(logprobs))
+        top = top[np.argsort(-logprobs[top])]
+        self._content.append(
+            {
+                "token": self._text(token),
+                "logprob": float(logprobs[token]),
+                "top_logprobs": [{"token": self._text(int(i)), "logprob": float(logprobs[i])} for i in top],
+            }
+        )
+
+    def _text(self, token: int) -> str:
+        return str(self._llm.detokenize([token]).decode("utf-8", errors="replace"))
+
+    def result(self) -> dict[str, Any]:
+        """Return the tokens recorded, in OpenAI's shape: `{"content": [{"token", "logprob", "top_logprobs"}]}`."""
+        return {"content": list(self._content)}
+
+
+MAX_LOGPROB_TOKENS = 4096
+
+
 class LocalChatModel(BaseChatModel):
     """A chat model on an embedded llama.cpp model, e.g. `LocalChatModel(model="smollm2-135m-instruct")`.
 
@@ -136,11 +184,14 @@ class LocalChatModel(BaseChatModel):
         model: An id of `MODELS`.
         max_tokens: Most tokens one reply may have (fewer when the context has no room left).
         temperature: Sampling temperature; 0 is greedy and deterministic.
+        logprobs: Also return the reply's token log-probabilities, in OpenAI's shape (see `_Logprobs`).
     """
 
     model: str
     max_tokens: int = 256
     temperature: float = 0.0
+    logprobs: bool = False
+    """Return each token's log-probability and its runner-up's in `response_metadata["logprobs"]`."""
 
     @field_validator("model")
     @classmethod
@@ -161,10 +212,20 @@ class LocalChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model, "max_tokens": self.max_tokens, "temperature": self.temperature}
+        return {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "logprobs": self.logprobs,
+        }
 
     def _start(
-        self, loaded: _Loaded, messages: list[BaseMessage], stop: list[str] | None, stream: bool
+        self,
+        loaded: _Loaded,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        stream: bool,
+        logprobs: _Logprobs | None = None,
     ) -> tuple[int, Any]:
         """Start llama.cpp on the messages; the caller holds the model's lock.
 
@@ -185,6 +246,7 @@ class LocalChatModel(BaseChatModel):
             stop=stops + (stop or []),
             seed=SEED,
             stream=stream,
+            logits_processor=None if logprobs is None else [logprobs],
         )
 
     def _generate(
@@ -195,9 +257,13 @@ class LocalChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         loaded = _load(self.model)
+        logprobs = _Logprobs(loaded.llm) if self.logprobs else None
         with loaded.lock:
-            _, out = self._start(loaded, messages, stop, stream=False)
+            _, out = self._start(loaded, messages, stop, stream=False, logprobs=logprobs)
         usage, choice = out["usage"], out["choices"][0]
+        meta: dict[str, Any] = {"model_name": self.model, "finish_reason": choice["finish_reason"]}
+        if logprobs is not None:
+            meta["logprobs"] = logprobs.result()
         message = AIMessage(
             content=choice["text"].strip(),
             usage_metadata=UsageMetadata(
@@ -205,7 +271,7 @@ class LocalChatModel(BaseChatModel):
                 output_tokens=usage["completion_tokens"],
                 total_tokens=usage["total_tokens"],
             ),
-            response_metadata={"model_name": self.model, "finish_reason": choice["finish_reason"]},
+            response_metadata=meta,
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -222,8 +288,9 @@ class LocalChatModel(BaseChatModel):
     def _chunks(self, messages: list[BaseMessage], stop: list[str] | None) -> Generator[ChatGenerationChunk]:
         """Yield the reply, stripped as `_generate`'s is, then an empty last chunk with the usage."""
         loaded = _load(self.model)
+        logprobs = _Logprobs(loaded.llm) if self.logprobs else None
         with loaded.lock:
-            prompt_tokens, pieces = self._start(loaded, messages, stop, stream=True)
+            prompt_tokens, pieces = self._start(loaded, messages, stop, stream=True, logprobs=logprobs)
             produced, pending, started, finish = 0, "", False, None
             for piece in pieces:
                 text, finish = piece["choices"][0]["text"], piece["choices"][0]["finish_reason"]
@@ -237,7 +304,9 @@ class LocalChatModel(BaseChatModel):
                 if text := text.rstrip():
                     yield ChatGenerationChunk(message=AIMessageChunk(content=text))
         usage = UsageMetadata(input_tokens=prompt_tokens, output_tokens=produced, total_tokens=prompt_tokens + produced)
-        meta = {"model_name": self.model, "finish_reason": finish}
+        meta: dict[str, Any] = {"model_name": self.model, "finish_reason": finish}
+        if logprobs is not None:
+            meta["logprobs"] = logprobs.result()
         last = AIMessageChunk(content="", usage_metadata=usage, response_metadata=meta, chunk_position="last")
         yield ChatGenerationChunk(message=last)
 

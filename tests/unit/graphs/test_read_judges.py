@@ -159,3 +159,67 @@ def test_recorded_answers_of_real_models_are_read_through_replay(tmp_path: Path)
         {"agreement": 0.0, "form": 1.0, "arithmetic": 1.0},
         {"agreement": 0.0, "form": 1.0, "arithmetic": 1.0},
     ]
+
+
+MBPP = (
+    "Write a function to find the shared elements from the given two lists.\n"
+    "Your code should pass these tests:\n\n"
+    "assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))\n"
+    "assert set(similar_elements((1, 2, 3, 4),(5, 4, 3, 7))) == set((3, 4))\n"
+    "assert set(similar_elements((11, 12, 14, 13),(17, 15, 14, 13))) == set((13, 14))\n"
+)
+
+
+def test_a_code_judge_runs_the_querys_tests_and_escalates_until_they_pass() -> None:
+    # A cascade: the cheap model's code passes one test of three, so the judge escalates to the next model,
+    # whose code passes them all; a hostile answer in between is contained and scores 0.
+    wrong = "```python\ndef similar_elements(a, b):\n    return (13, 14)\n```"
+    hostile = "```python\nimport os\nos.system('echo pwned')\ndef similar_elements(a, b):\n    return ()\n```"
+    right = "Here:\n```python\ndef similar_elements(a, b):\n    return tuple(set(a) & set(b))\n```"
+    mix = {
+        "name": "code-cascade",
+        "models": {
+            "a": {"provider": "fake", "model": "a", "replies": [wrong], "quality": 0.9},
+            "b": {"provider": "fake", "model": "b", "replies": [hostile], "quality": 0.8},
+            "c": {"provider": "fake", "model": "c", "replies": [right], "quality": 0.7},
+        },
+        "gate": {"candidates": ["a", "b", "c"], "top_k": 1},
+        "steps": [
+            {"kind": "propose", "name": "answer"},
+            {
+                "kind": "judge",
+                "name": "check",
+                "self": False,
+                "cross": None,
+                "read": ["code"],
+                "prior_weight": 0,
+                "then_select": "next",
+                "stop_when": {"score_at_least": 0.99, "max_rounds": 3},
+                "otherwise": "answer",
+            },
+        ],
+        "aggregate": {"mode": "best"},
+    }
+    state = run(mix, MBPP)
+    assert state["trace"] == [
+        "gate",
+        "answer[a]",
+        "check:again",
+        "answer[b]",
+        "check:again",
+        "answer[c]",
+        "check:stop",
+        "aggregate:best",
+    ]
+    assert [(v["model"], v["read_scores"]) for v in state["verdicts"]] == [
+        ("a", {"code": pytest.approx(1 / 3)}),
+        ("b", {"code": 0.0}),
+        ("c", {"code": 1.0}),
+    ]
+    assert state["answer"] == right
+
+
+def test_a_code_judge_has_no_opinion_on_a_query_that_asks_for_no_code() -> None:
+    mix = agreeing_mix(["Answer: 4"], ["Answer: 4"], read=["code"])
+    state = run(mix)
+    assert {v["read_scores"]["code"] for v in state["verdicts"]} == {None}
