@@ -15,10 +15,15 @@ Methods:
   curve is over the gate's cost weight `objective.alpha`;
 - `agreement`: two or three cheap models (chosen on the fit part) propose; when they do not all agree,
   the strong model (the best single one) answers; the curve is over the judge's `score_at_least`;
-- `form`, `arithmetic`: the best cheap model answers; the strong model answers when the judge's score
-  is below the threshold (a query where the judge has no opinion is decided by the model's prior);
+- `form`, `arithmetic`, `code`: the best cheap model answers; the strong model answers when the judge's
+  score is below the threshold (a query where the judge has no opinion is decided by the model's prior);
+- `verifier`: the same with the learned verifier's P(right), the verifier trained on the fit part only
+  (`moai.scorer.verifier.train_verifier`, as `moai scorer train-verifier` does);
 - `combined`: the agreement proposers (or the best cheap model) judged by every answer-reading judge
-  together, blended with the gate's kNN prior at a weight chosen on validation.
+  together (the verifier's P(right) among them), blended with the gate's kNN prior at a weight chosen on
+  validation (with the verifier declared, the verifier stands for that prior).
+
+`logprob` is not run: recorded answers carry no token log-probabilities.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from moai.mix_instructions.schema import READ_JUDGES
 from moai.replay_run import DEFAULT_CONCURRENCY, run_files
 from moai.scorer.benchmark.cascade import CHEAP_SHARE, choose_proposers, curve_entry, operating_point
 from moai.scorer.benchmark.evaluate import oracle
@@ -223,14 +227,14 @@ def _cascade(
 
 def _train_verifier(responses: Path, ids: set[str], folder: Path, seed: int, encoder: TextEncoder | None) -> str | None:
     """Train the `verifier` judge on the graded answers to the fit queries only; save it; return its folder."""
-    from moai.scorer import verifier as learned  # type: ignore[attr-defined,unused-ignore]
     from moai.scorer.encoders import make_encoder
+    from moai.scorer.verifier import read_examples, save_verifier, train_verifier
 
-    examples = [e for e in learned.read_examples([responses]) if e.id in ids]
+    examples = [e for e in read_examples([responses]) if e.id in ids]
     if len({e.score >= 0.5 for e in examples}) < 2:
-        return None
-    model = learned.train_verifier(examples, encoder=encoder or make_encoder(SCORER_ENCODER), seed=seed)
-    learned.save_verifier(model, folder, data={"files": [str(responses)], "queries": len(ids)})
+        return None  # nothing to learn from: the fit answers are all right or all wrong
+    model = train_verifier(examples, encoder=encoder or make_encoder(SCORER_ENCODER), seed=seed)
+    save_verifier(model, folder, data={"files": [str(responses)], "queries": len(ids)})
     return str(folder.resolve())
 
 
@@ -260,7 +264,7 @@ def cascade_bench(
         seed: Seeds the validation split and the scorer.
         concurrency: Graph runs in flight at once in each process.
         jobs: Mix files run at once, each in its own process (1: all in this one).
-        extra_read: Further answer-reading judges (beside agreement, form, arithmetic) to try.
+        extra_read: Further answer-reading judges (beside agreement, form, arithmetic, code, verifier) to try.
         encoder: The gate scorer's encoder (default `SCORER_ENCODER`); a checkpoint names it, and a
             mix's gate rebuilds it by that name.
         quiet: No progress output.
@@ -329,13 +333,13 @@ def cascade_bench(
     else:
         skipped["agreement"] = choice.get("reason", "no proposers")
     verifier = None
-    if cheap is not None and "verifier" in READ_JUDGES:
+    if cheap is not None:
         fit_ids = set(fit.ids)
         verifier_start = time.perf_counter()
         verifier = _train_verifier(train_responses, fit_ids, folder / "verifier", seed, encoder)
         timings_setup["verifier_train_s"] = round(time.perf_counter() - verifier_start, 2)
     if cheap is not None:
-        extra = [j for j in ("code", *extra_read) if j in READ_JUDGES]
+        extra = ["code", *extra_read]
         for judge in ("form", "arithmetic", *extra):
             methods.append(
                 Method(

@@ -66,6 +66,8 @@ def small_grids(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeEncoder:
     encoder = FakeEncoder()
     # the gate's checkpoint names its encoder; the mix rebuilds it by name: the fake, here
     monkeypatch.setattr("moai.scorer.predictors.base.encoder_from_name", lambda name: encoder)
+    monkeypatch.setattr("moai.scorer.encoders.encoder_from_name", lambda name: encoder)  # the verifier's
+    monkeypatch.setattr(bench, "VERIFIER_THRESHOLDS", (0.0, 0.5, 1.0))
     return encoder
 
 
@@ -99,7 +101,8 @@ def test_bench_report_has_the_routing_keys_and_is_deterministic(
     assert set(first) >= {"setup", "models", "best_single", "oracle", "methods"}
     assert first["best_single"] == {"model": STRONG, "quality": 1.0, "cost": COSTS[STRONG]}
     assert first["oracle"]["quality"] == 1.0
-    assert set(first["methods"]) == {"best_single", "gate", "agreement", "form", "arithmetic", "combined"}
+    judges = {"form", "arithmetic", "code", "verifier", "combined"}
+    assert set(first["methods"]) == {"best_single", "gate", "agreement"} | judges
     for entry in first["methods"].values():
         for key in ("quality", "cost", "curve", "cost_at_best_single_quality", "quality_at_best_single_cost", "mix"):
             assert key in entry
@@ -111,7 +114,7 @@ def test_bench_report_has_the_routing_keys_and_is_deterministic(
 
     def stable(report: dict[str, Any]) -> dict[str, Any]:
         out = json.loads(json.dumps(report))
-        for key in ("wall_s", "scorer"):
+        for key in [k for k in out["setup"] if k.endswith("_s")] + ["scorer", "verifier"]:
             out["setup"].pop(key)
         for entry in out["methods"].values():
             entry.pop("run_s")
