@@ -67,7 +67,7 @@ PRIOR_WEIGHTS = (0.25, 0.5, 0.75)
 """Weights of the gate's prior in the combined judge's blend, chosen on validation."""
 NEAR_SHARE = 0.95
 """`near_best`: the cheapest setting reaching this share of the best single model's validation quality."""
-VERIFIER_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+VERIFIER_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.65, 0.7, 0.725, 0.75, 0.775, 0.8, 0.85, 0.9)
 """The verifier cascade's grid: the verifier's P(right) of the cheap model's answer."""
 SCORER_ENCODER = "static-minilm"
 """The gate scorer's encoder: fast enough to score every query of every run (about a millisecond)."""
@@ -366,7 +366,10 @@ def cascade_bench(
             Method(
                 "combined",
                 f"{' + '.join(first)}, judged by {', '.join(read)} with the gate's prior, else {strong}",
-                [{"threshold": t, "prior_weight": w} for w in PRIOR_WEIGHTS for t in COMBINED_THRESHOLDS],
+                # With the verifier declared, prior_weight is not applied (the verifier stands for the prior).
+                [{"threshold": t, "prior_weight": PRIOR_WEIGHTS[0]} for t in VERIFIER_THRESHOLDS]
+                if verifier is not None
+                else [{"threshold": t, "prior_weight": w} for w in PRIOR_WEIGHTS for t in COMBINED_THRESHOLDS],
                 _cascade(
                     pool, "combined", first, strong, read, scorer, judge={"verifier": verifier} if verifier else None
                 ),
