@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from fakes import fake_bundled
+from langgraph.checkpoint.memory import InMemorySaver
 
 from moai.api import build_mix
 from moai.mix_instructions import MixSpec, bundled_mixes, load_any, load_spec
@@ -87,11 +88,18 @@ def test_bundled_mix_draws_as_pinned(name: str) -> None:
     assert drawing == (SNAPSHOTS / f"{name}.mmd").read_text(encoding="utf-8")
 
 
+def without_verifier(spec: MixSpec) -> MixSpec:
+    """Return the mix with its judge steps reading no answers: the blend of self, cross and the gate's prior."""
+    steps = [s.model_copy(update={"read": []}) if s.kind == "judge" else s for s in spec.steps]
+    return spec.model_copy(update={"steps": steps})
+
+
 async def test_routemoa_reranks_after_a_poor_judgement_and_the_new_top_model_answers() -> None:
     # Round 1: smol's blended score 0.3*0.45 + 0.7*0.2 = 0.275 falls below gemma's prior 0.4, so the
     # rerank picks gemma; gemma judges its own answer 9/10: 0.3*0.4 + 0.7*0.9 = 0.75 stops the loop.
+    # (Without the verifier, whose P(right) would replace the declared blend: see the test below.)
     replies = {"smol": ["S1\nConfidence: 0.2", "Answer 1: 2\nCritique: weak"], "gemma": ["G2", "Answer 1: 9"]}
-    result = await build_mix(fake_bundled("routemoa", replies)).compile().ainvoke({"query": "q"})
+    result = await build_mix(without_verifier(fake_bundled("routemoa", replies))).compile().ainvoke({"query": "q"})
     assert result["trace"] == [
         "gate",
         "propose[smol]",
@@ -107,6 +115,28 @@ async def test_routemoa_reranks_after_a_poor_judgement_and_the_new_top_model_ans
         ("judge", "gemma"),
     ]
     assert result["answer"] == "G2"
+
+
+@pytest.mark.parametrize("name", ["cascade", "routemoa"])
+async def test_cascade_and_routemoa_read_the_answers_with_the_shipped_verifier(name: str) -> None:
+    from moai.scorer.verifier import cached_verifier, resolve_verifier
+
+    spec = load_spec(name)
+    (judge,) = [s for s in spec.steps if s.kind == "judge"]
+    assert judge.read == ["form", "arithmetic", "verifier"] and judge.verifier == "bundled:verifier"
+    query = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+    answer = "3 + 4 = 7\nAnswer: 7\nConfidence: 0.8"
+    replies = {"smol": [answer, "Answer 1: 8"], "gemma": [answer, "Answer 1: 8"]}
+    graph = build_mix(fake_bundled(name, replies)).compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t"}}
+    await graph.ainvoke({"query": query}, config)
+    verdict = (await graph.aget_state(config)).values["verdicts"][0]
+    # The local models are unknown to the shipped verifier: it scores them by its prior over all models.
+    (p,) = cached_verifier(resolve_verifier(judge.verifier)).score(query, ["3 + 4 = 7\nAnswer: 7"], [None])
+    assert verdict["read_scores"] == {"form": 1.0, "arithmetic": 1.0, "verifier": pytest.approx(p)}
+    # The verdict: the mean of the verifier's P(right) with the stated confidence (and the judge's 8/10).
+    observed = [p, 0.8] if name == "cascade" else [p, 0.8, 0.8]
+    assert verdict["score"] == pytest.approx(sum(observed) / len(observed))
 
 
 async def test_a_loop_with_no_readable_judgement_stops_instead_of_repeating_itself() -> None:
