@@ -41,7 +41,7 @@ studio: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/overhead.py
 
-# Cascades replayed on the shared responses files (../shared/data/responses, or $$MOAI_RESPONSES_DIR).
+# Cascades replayed on the shared responses files (/work/shared/data/responses, or $$MOAI_RESPONSES_DIR).
 bench-cascade: $(STAMP)
 	$(PY) bench/cascade.py
 

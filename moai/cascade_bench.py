@@ -275,7 +275,7 @@ def cascade_bench(
     start = time.perf_counter()
     folder = Path(work)
     folder.mkdir(parents=True, exist_ok=True)
-    train, test = load(train_files), load(test_files)
+    train, test = load([Path(p) for p in train_files]), load([Path(p) for p in test_files])
     if shared := sorted(set(train.ids) & set(test.ids)):
         raise ValueError(
             f"{len(shared)} query id(s) are in both --train and --test (e.g. {shared[0]!r}): split the data by "
