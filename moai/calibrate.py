@@ -130,6 +130,13 @@ def calibrate(
         raise ValueError("give exactly one of --target-quality and --max-strong-share")
     source = str(resolve_path(mix))
     spec = load_spec(mix)
+    if spec.aggregate.mode == "synthesize":
+        raise MixError(
+            source,
+            "aggregate.mode",
+            "calibration scores the recorded answer a run returns, and a synthesized answer has none: "
+            "calibrate a copy with aggregate mode 'best' or 'last'",
+        )
     judges, gated = calibration_targets(spec)
     if not judges and not gated:
         raise MixError(

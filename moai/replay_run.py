@@ -4,9 +4,9 @@ Every run is a real run of the compiled graph (`moai.api.load_mix`, `ainvoke`), 
 a time in one event loop. A run's quality is the recorded score of the answer it returned: the answer is
 matched, by its text, to the recorded answers of the models the run called successfully (the replay
 provider answers with a model's recorded text, which a `best` or `last` aggregate passes through as is),
-so which model's answer came back is known, not guessed from the trace. Its cost is the sum of the
-recorded costs of all its calls. A run that fails (every route failed) scores 0 and costs what its calls
-cost up to then is unknown: 0, and it is counted in `failed`.
+so which model's answer came back is known, not guessed from the trace (a synthesized answer matches
+none and scores 0). Its cost is the sum of the recorded costs of all its calls. A run that fails (every
+route failed) scores 0, is counted in `failed`, and costs 0 (its calls are not returned).
 """
 
 from __future__ import annotations

@@ -231,6 +231,7 @@ def test_calibrate_cli_writes_a_calibrated_copy(
         ),
         (["calibrate", "{mix}", "--data", "{test}"], "one of the arguments"),
         (["calibrate", "{bad}", "--data", "{test}", "--target-quality", "0.5"], "valid choices"),
+        (["calibrate", "{synth}", "--data", "{test}", "--target-quality", "0.5"], "aggregate.mode"),
         (["dataset", "split", "{test}", "--test-share", "1.5", "--out-train", "a", "--out-test", "b"], "--test-share"),
         (
             ["dataset", "split", "{test}", "--test-share", "0.5", "--out-train", "{test}", "--out-test", "b"],
@@ -251,7 +252,9 @@ def test_cli_errors_exit_2_naming_the_flag(
     mix = _cascade_mix(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text(mix.read_text().replace(f"model: {STRONG}", "model: gpt-9"), encoding="utf-8")
-    values = {"train": train, "test": test, "tmp": tmp_path, "mix": mix, "bad": bad}
+    synth = tmp_path / "synth.yaml"
+    synth.write_text(mix.read_text().replace("mode: last", "mode: synthesize\n  model: s"), encoding="utf-8")
+    values = {"train": train, "test": test, "tmp": tmp_path, "mix": mix, "bad": bad, "synth": synth}
     args = [a.format(**values) for a in argv]
     with pytest.raises(SystemExit) if named in ("not allowed", "one of the arguments") else _nothing() as exited:
         code = main(args)
