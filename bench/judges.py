@@ -27,6 +27,7 @@ import asyncio
 import gzip
 import json
 import os
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -149,6 +150,23 @@ def table(results: dict[tuple[str, str], dict[str, list[tuple[float | None, bool
     return lines
 
 
+def latency(verifier: Any, data: Path, n: int = 500) -> str:
+    """Return a line with the verifier's time per answer: one answer a call, as a cascade's judge step does."""
+    examples = [e for name in FILES for e in read_examples([data / name])[:n]]
+    verifier.score(examples[0].prompt, [examples[0].response], [examples[0].model])  # encoder loaded
+    times = []
+    for e in examples:
+        start = time.perf_counter()
+        verifier.score(e.prompt, [e.response], [e.model])
+        times.append(time.perf_counter() - start)
+    times.sort()
+    median, p95 = times[len(times) // 2] * 1e3, times[int(0.95 * len(times))] * 1e3
+    return (
+        f"Verifier time per answer (one answer a call, {len(times)} answers, static encoder, this 2-core "
+        f"machine under other load): median {median:.2f} ms, p95 {p95:.2f} ms."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -181,6 +199,7 @@ def main() -> None:
 
     verifier = train_verifier(train, encoder=make_encoder(STATIC_ENCODER), seed=SEED)
     print(f"verifier trained on {len(train)} answers", flush=True)
+    lines += [latency(verifier, args.data), ""]
     for name in FILES:
         path = args.data / name
         lines += [f"## {name}", "", *table(judge_file(path, verifier, test_ids[name])), ""]

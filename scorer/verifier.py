@@ -94,7 +94,9 @@ QUERY_CHARS = 4_000
 CODE_CHARS = 10_000
 """Characters of code that are parsed to tell whether it is valid Python."""
 K = 20
-"""Neighbours of the kNN prior."""
+"""Neighbours of the kNN prior where no cross-validation chooses them."""
+K_GRID = (10, 25, 50, 100)
+"""Neighbours of the kNN prior tried by cross-validation over the training queries."""
 PSEUDO = 2.0
 """Pseudo-count of the model's mean in the kNN prior (shrinks a prior read from few neighbours)."""
 HIDE_SHARE = 0.15
@@ -119,7 +121,7 @@ _CODE_HINT = re.compile(r"^\s{0,8}(?:def|class|import|from)\s", re.MULTILINE)
 _WORD = re.compile(r"[^\W_]{1,40}")
 _NUMBER = re.compile(r"\d{1,30}")
 
-TEXT_FEATURES = (
+_PLAIN: tuple[str, ...] = (
     "answer_chars",
     "answer_lines",
     "query_chars",
@@ -144,9 +146,9 @@ TEXT_FEATURES = (
     "equations",
 )
 _ASKS = ("asks_choice", "asks_number", "asks_none")
-TEXT_FEATURES = (
-    *TEXT_FEATURES,
-    *(f"{ask}*{name}" for ask in _ASKS for name in TEXT_FEATURES if name not in _ASKS),
+TEXT_FEATURES: tuple[str, ...] = (
+    *_PLAIN,
+    *(f"{ask}*{name}" for ask in _ASKS for name in _PLAIN if name not in _ASKS),
 )
 """The features of the texts alone (see `answer_features`), in the order the weights use: each plain one,
 then each times the form the query asks for."""
@@ -355,7 +357,8 @@ class Verifier:
                         row_mean,
                         float(row_mean.mean()) if len(row_mean) else 0.5,
                     )
-        return self._prior_tables
+        tables: tuple[Any, FloatArray, npt.NDArray[np.bool_], FloatArray, FloatArray, float] = self._prior_tables
+        return tables
 
     def design(
         self,
@@ -527,18 +530,21 @@ def train_verifier(
     *,
     encoder: Any = None,
     seed: int = 0,
+    k: int | None = None,
     progress: Any = None,
 ) -> Verifier:
     """Fit a verifier on graded answers.
 
     The kNN prior of each training answer is computed leave-one-out (its own query is not its
-    neighbour); the L2 strength is chosen from `C_GRID` by `FOLDS`-fold cross-validation grouped by
-    query (log loss), then the model is refitted on all the examples. Deterministic for a seed.
+    neighbour); its k is chosen from `K_GRID`, then the L2 strength from `C_GRID`, by `FOLDS`-fold
+    cross-validation grouped by query (log loss); then the model is refitted on all the examples.
+    Deterministic for a seed.
 
     Args:
         examples: Graded answers (`read_examples`).
         encoder: The text encoder (None: no embeddings; the prior is each model's mean).
         seed: Seed of the hidden identities and of the folds.
+        k: Neighbours of the kNN prior; None: chosen from `K_GRID` by the same cross-validation (at C=1).
         progress: Called with a line of progress text, or None.
     """
     from moai.scorer.data.texts import query_texts
@@ -581,29 +587,47 @@ def train_verifier(
         prefixes=tuple(prefixes),
         encoder=encoder,
     )
-    say("kNN priors (leave-one-out)")
-    priors = verifier.priors(verifier.train_emb, exclude=list(range(len(keys))) if verifier.dim else None)
     rows = np.asarray([row_of[(e.source, e.id)] for e in examples])
     rng = np.random.default_rng(seed)
     hidden = rng.random(len(examples)) < HIDE_SHARE
     cols: list[int | None] = [None if h else col_of[e.model] for e, h in zip(examples, hidden, strict=True)]
     texts = np.asarray([answer_features(e.prompt, e.response) for e in examples], dtype=np.float64)
-    x = verifier.design(texts, priors[rows], cols)
     y = np.asarray([e.score >= 0.5 for e in examples], dtype=np.int64)
-    mean = x.mean(0)
-    scale = np.where(x.std(0) > 1e-9, x.std(0), 1.0)
-    z = (x - mean) / scale
+    exclude = list(range(len(keys))) if verifier.dim else None
+
+    def standardised(neighbours: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+        verifier.k = neighbours
+        x = verifier.design(texts, verifier.priors(verifier.train_emb, exclude=exclude)[rows], cols)
+        mean, spread = x.mean(0), x.std(0)
+        scale = np.where(spread > 1e-9, spread, 1.0)
+        return (x - mean) / scale, mean, scale
+
     from threadpoolctl import threadpool_limits
 
+    fold = _folds(rows, y, seed)
+    k_losses: dict[str, float] = {}
     # One BLAS thread: on matrices this small, waking more costs more than it gives (measured 10x on 2 cores).
     with threadpool_limits(1):
-        c, losses = _choose_c(z, y, rows, seed)
+        if k is None and verifier.dim and fold is not None:
+            say("kNN priors (leave-one-out) for k in " + ", ".join(map(str, K_GRID)))
+            k_losses = {str(n): _cv_loss(standardised(n)[0], y, fold, 1.0) for n in K_GRID}
+            k = int(min(k_losses, key=lambda n: (k_losses[n], int(n))))
+            say("cross-validated log loss by k (C=1): " + ", ".join(f"{n}: {v:.4f}" for n, v in k_losses.items()))
+        z, mean, scale = standardised(k or K)
+        losses = {f"{c:g}": _cv_loss(z, y, fold, c) for c in C_GRID} if fold is not None else {}
+        c = float(min(losses, key=lambda n: (losses[n], -float(n)))) if losses else 1.0
         model = _fit(z, y, c)
-    say("cross-validated log loss by C: " + ", ".join(f"{k}: {v:.4f}" for k, v in losses.items()) + f" -> C={c:g}")
+    say("cross-validated log loss by C: " + ", ".join(f"{n}: {v:.4f}" for n, v in losses.items()) + f" -> C={c:g}")
     verifier.coef = np.asarray(model.coef_[0], dtype=np.float64)
     verifier.intercept = float(model.intercept_[0])
     verifier.mean, verifier.scale = mean, scale
-    verifier.meta = {"C": c, "cv_log_loss": losses, "hidden_share": HIDE_SHARE}
+    verifier.meta = {
+        "C": c,
+        "k": verifier.k,
+        "cv_log_loss": losses,
+        "cv_log_loss_by_k": k_losses,
+        "hidden_share": HIDE_SHARE,
+    }
     return verifier
 
 
@@ -613,28 +637,26 @@ def _fit(z: FloatArray, y: npt.NDArray[np.int64], c: float) -> Any:
     return LogisticRegression(C=c, max_iter=2000, tol=1e-6).fit(z, y)
 
 
-def _choose_c(
-    z: FloatArray, y: npt.NDArray[np.int64], groups: npt.NDArray[Any], seed: int
-) -> tuple[float, dict[str, float]]:
-    """Return the C of `C_GRID` with the least cross-validated log loss, folds grouped by query."""
+def _folds(groups: npt.NDArray[Any], y: npt.NDArray[np.int64], seed: int) -> npt.NDArray[np.intp] | None:
+    """Return each example's fold (`FOLDS`, grouped by query, seeded); None when too few to cross-validate."""
     unique = np.unique(groups)
     if len(unique) < FOLDS or len(set(y.tolist())) < 2:
-        return 1.0, {}
+        return None
     order = np.random.default_rng(seed).permutation(unique)
     fold_of = {int(g): i % FOLDS for i, g in enumerate(order)}
-    fold = np.asarray([fold_of[int(g)] for g in groups])
-    losses: dict[str, float] = {}
-    for c in C_GRID:
-        total = 0.0
-        for f in range(FOLDS):
-            train, test = fold != f, fold == f
-            if len(set(y[train].tolist())) < 2:
-                continue
-            p = np.clip(_fit(z[train], y[train], c).predict_proba(z[test])[:, 1], 1e-6, 1 - 1e-6)
-            total += float(-(y[test] * np.log(p) + (1 - y[test]) * np.log(1 - p)).sum())
-        losses[f"{c:g}"] = total / len(y)
-    best = min(losses, key=lambda k: (losses[k], -float(k)))
-    return float(best), losses
+    return np.asarray([fold_of[int(g)] for g in groups], dtype=np.intp)
+
+
+def _cv_loss(z: FloatArray, y: npt.NDArray[np.int64], fold: npt.NDArray[np.intp], c: float) -> float:
+    """Return the mean log loss of out-of-fold predictions at inverse L2 strength `c`."""
+    total = 0.0
+    for f in range(FOLDS):
+        train, test = fold != f, fold == f
+        if len(set(y[train].tolist())) < 2:
+            continue
+        p = np.clip(_fit(z[train], y[train], c).predict_proba(z[test])[:, 1], 1e-6, 1 - 1e-6)
+        total += float(-(y[test] * np.log(p) + (1 - y[test]) * np.log(1 - p)).sum())
+    return total / len(y)
 
 
 def evaluate(verifier: Verifier, examples: Sequence[Example]) -> dict[str, dict[str, float | int | None]]:
@@ -835,14 +857,18 @@ def resolve_verifier(ref: str, mix_file: str | None = None) -> Path:
     Raises:
         ValueError: No verifier there; the message lists the valid choices.
     """
+    shipped = bundled_verifiers()
+    choices = ", ".join([*(f"bundled:{name}" for name in shipped), "a verifier checkpoint folder"])
     if ref.startswith("bundled:"):
-        path = _bundled() / ref.removeprefix("bundled:")
-    else:
-        path = Path(ref).expanduser()
-        if not path.is_absolute() and mix_file and Path(mix_file).is_file():
-            path = Path(mix_file).parent / path
+        name = ref.removeprefix("bundled:")
+        # Only a shipped folder's name: never a path out of the package ('bundled:../x').
+        if name not in shipped:
+            raise ValueError(f"no verifier {ref!r} is shipped; valid choices: {choices}")
+        return _bundled() / name
+    path = Path(ref).expanduser()
+    if not path.is_absolute() and mix_file and Path(mix_file).is_file():
+        path = Path(mix_file).parent / path
     if not (path / METADATA).is_file():
-        choices = ", ".join([*(f"bundled:{name}" for name in bundled_verifiers()), "a verifier checkpoint folder"])
         raise ValueError(f"no verifier {ref!r} (no {METADATA} in {path}); valid choices: {choices}")
     return path
 

@@ -309,7 +309,8 @@ def scorer_train_verifier(args: argparse.Namespace) -> int:
         examples = read_examples(args.data)
         encoder = {"static": lambda: make_encoder(STATIC_ENCODER), "minilm": lambda: make_encoder(DEFAULT_ENCODER)}
         enc = encoder[args.encoder]() if args.encoder in encoder else None
-        train, test = [], []
+        train: list[Any] = []
+        test: list[Any] = []
         for source in dict.fromkeys(e.source for e in examples):
             rows = [e for e in examples if e.source == source]
             train_ids, _ = split_ids((e.id for e in rows), 0.2, args.seed, Path(source).name)

@@ -272,11 +272,24 @@ def test_a_judge_step_scores_answers_by_the_verifier(mix_file: Path) -> None:
     assert state["answer"] == right
 
 
-def test_an_unknown_verifier_is_refused_at_load_with_the_choices(mix_file: Path) -> None:
+@pytest.mark.parametrize("ref", ["nowhere", "bundled:nope", "bundled:../bundled/verifier", "bundled:"])
+def test_an_unknown_verifier_is_refused_at_load_with_the_choices(mix_file: Path, ref: str) -> None:
     with pytest.raises(MixError) as err:
-        mix_runtime(parse_spec(cascade("nowhere", ["a"], ["b"])), str(mix_file), usage_db="off")
+        mix_runtime(parse_spec(cascade(ref, ["a"], ["b"])), str(mix_file), usage_db="off")
     assert err.value.field == "steps.1.verifier"
-    assert "no verifier 'nowhere'" in err.value.message and "bundled:verifier" in err.value.message
+    assert f"no verifier {ref!r}" in err.value.message
+    assert "valid choices: bundled:verifier, a verifier checkpoint folder" in err.value.message
+
+
+def test_the_default_verifier_is_the_shipped_one() -> None:
+    from moai.mix_instructions.schema import JudgeStep
+    from moai.scorer.verifier import BUNDLED_VERIFIER, bundled_verifiers, resolve_verifier
+
+    assert JudgeStep(name="j").verifier == BUNDLED_VERIFIER == "bundled:verifier"
+    assert "verifier" in bundled_verifiers()
+    shipped = load_verifier(resolve_verifier(BUNDLED_VERIFIER))
+    assert "gpt-4-1106-preview" in shipped.models and shipped.encoder_name == "static-minilm"
+    assert (resolve_verifier(BUNDLED_VERIFIER) / WEIGHTS).stat().st_size < 3 * 2**20
 
 
 @pytest.mark.parametrize(
@@ -322,3 +335,24 @@ def test_a_verifier_is_read_once_per_process(mix_file: Path) -> None:
     shutil.copytree(mix_file.parent / "ckpt", mix_file.parent / "copy")
     three = mix_runtime(parse_spec(cascade("copy", ["a"], ["b"])), str(mix_file), usage_db="off").verifiers["check"]
     assert three is not one
+
+
+def test_moai_validate_names_a_corrupt_verifier_file_and_exits_2(mix_file: Path, capsys: Any) -> None:
+    from moai.cli import main
+
+    spec = cascade("ckpt", ["a"], ["b"])
+    mix_file.write_text(json.dumps(spec), encoding="utf-8")
+    assert main(["validate", str(mix_file)]) == 0
+    (mix_file.parent / "ckpt" / WEIGHTS).write_bytes(b"\xff" * 64)
+    assert main(["validate", str(mix_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"steps.1.verifier: {mix_file.parent / 'ckpt' / WEIGHTS}: not a readable safetensors file" in err
+    assert "Traceback" not in err
+
+
+def test_an_oversized_verifier_file_is_refused_unread(mix_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import moai.scorer.verifier
+
+    monkeypatch.setattr(moai.scorer.verifier, "MAX_METADATA_BYTES", 64)
+    with pytest.raises(ValueError, match=r"verifier\.json: larger than 64 bytes; not a verifier checkpoint"):
+        load_verifier(mix_file.parent / "ckpt")
