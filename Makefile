@@ -8,7 +8,7 @@ QUESTION ?= What is the capital of France?
 MIX ?= routemoa
 PORT ?= 2024
 
-.PHONY: setup demo test unit studio bench lint schema lock clean
+.PHONY: setup demo test unit studio bench bench-cascade lint schema lock clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ studio: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py
+
+# Cascades replayed on the shared responses files (/work/shared/data/responses, or $$MOAI_RESPONSES_DIR).
+bench-cascade: $(STAMP)
+	$(PY) bench/cascade.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .

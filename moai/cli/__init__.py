@@ -296,6 +296,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=None, help="only these models of the pool")
     p.add_argument("--override", action="append", default=[], metavar="FILE", help="merge this file over the mix")
     p.set_defaults(func=_dataset_build)
+    from moai.cli.bench import add_parsers as add_bench_parsers
+
+    add_bench_parsers(sub, dataset)  # `moai calibrate` and `moai dataset split`
     from moai.cli.scorer import add_parsers
 
     add_parsers(sub)  # `moai scorer train|add-model` and `moai bench routing`

@@ -416,6 +416,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     _common(p)
     p.set_defaults(func=bench_routing)
+    from moai.cli.bench import add_bench_parsers
+
+    add_bench_parsers(bench_sub)  # `moai bench cascade`
 
     scorer = sub.add_parser("scorer", help="train and grow routing scorers")
     scorer_sub = scorer.add_subparsers(dest="scorer_command", required=True)
