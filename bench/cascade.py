@@ -1,6 +1,6 @@
 """The issue's cascade benchmark, reproducibly: split both shared responses files by id, run `moai bench cascade`.
 
-Data: /work/shared/data/responses (or $MOAI_RESPONSES_DIR): `routerbench_train.jsonl.gz` split 80/20 by
+Data: ../shared/data/responses beside the checkout (or $MOAI_RESPONSES_DIR): `routerbench_train.jsonl.gz` split 80/20 by
 id, `gsm8k_gpt4_mixtral_train.jsonl.gz` split 50/50 by id (`moai dataset split`, seed 0). Each is then run
 through `moai bench cascade --train TRAIN --test TEST --out ... --plot ...`: everything is trained and
 chosen on TRAIN; every point of every curve is a graph run on TEST. Writes
@@ -29,7 +29,7 @@ from typing import Any
 from moai.cli import main
 from moai.scorer.benchmark.cascade import format_table
 
-DATA = Path(os.environ.get("MOAI_RESPONSES_DIR", "/work/shared/data/responses"))
+DATA = Path(os.environ.get("MOAI_RESPONSES_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "responses"))
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = {
     "routerbench": ("routerbench_train.jsonl.gz", 0.2, "quality"),

@@ -1,6 +1,6 @@
 """How well each answer-reading judge predicts that an answer is right: AUC per model, on real answers.
 
-Data: the recorded responses of real models (/work/shared/data/responses or $MOAI_RESPONSES_DIR):
+Data: the recorded responses of real models (../shared/data/responses beside the checkout, or $MOAI_RESPONSES_DIR):
 `gsm8k_gpt4_mixtral_train.jsonl.gz` (659 GSM8K questions, GPT-4-1106 and Mixtral-8x7B) and
 `routerbench_train.jsonl.gz` (2,218 queries x 11 models; ARC-Challenge, Winogrande, MBPP). For every
 answer: the judges of `moai.scorer.answers` (the functions a judge step's `read:` runs) and the recorded
@@ -170,7 +170,11 @@ def latency(verifier: Any, data: Path, n: int = 500) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--data", type=Path, default=Path(os.environ.get("MOAI_RESPONSES_DIR", "/work/shared/data/responses"))
+        "--data",
+        type=Path,
+        default=Path(
+            os.environ.get("MOAI_RESPONSES_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "responses")
+        ),
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results/judges.md"))
     args = parser.parse_args()

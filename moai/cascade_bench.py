@@ -132,7 +132,7 @@ def _train_scorer(fit: RoutingData, folder: Path, seed: int, quiet: bool, encode
     predictor = make("knn", encoder=encoder)
     predictor.fit(emb, fit.scores, fit.models, seed, tasks=fit.tasks, costs=fit.costs)
     save(predictor, folder, data={"hash": fit.fingerprint(), "train_queries": len(fit)})
-    return folder.resolve()
+    return folder
 
 
 class _Pool:
@@ -226,7 +226,11 @@ def _cascade(
 
 
 def _train_verifier(responses: Path, ids: set[str], folder: Path, seed: int, encoder: TextEncoder | None) -> str | None:
-    """Train the `verifier` judge on the graded answers to the fit queries only; save it; return its folder."""
+    """Train the `verifier` judge on the graded answers to the fit queries only; save it.
+
+    Returns:
+        The folder's name: the mix files lie beside it.
+    """
     from moai.scorer.encoders import make_encoder
     from moai.scorer.verifier import read_examples, save_verifier, train_verifier
 
@@ -235,7 +239,7 @@ def _train_verifier(responses: Path, ids: set[str], folder: Path, seed: int, enc
         return None  # nothing to learn from: the fit answers are all right or all wrong
     model = train_verifier(examples, encoder=encoder or make_encoder(SCORER_ENCODER), seed=seed)
     save_verifier(model, folder, data={"files": [str(responses)], "queries": len(ids)})
-    return str(folder.resolve())
+    return folder.name
 
 
 def _mix_text(mix: Mapping[str, Any], comment: str) -> str:
@@ -305,7 +309,9 @@ def cascade_bench(
         f"agreement proposers {proposers or 'none'}",
     )
     scorer_start = time.perf_counter()
-    scorer = str(_train_scorer(fit, folder / "gate_scorer", seed, quiet, encoder))
+    # Checkpoints are named relative to the mix files, which lie beside them: a report's mix re-runs from
+    # that folder wherever the folder is moved.
+    scorer = _train_scorer(fit, folder / "gate_scorer", seed, quiet, encoder).name
     scorer_s = time.perf_counter() - scorer_start
     timings_setup: dict[str, float] = {"scorer_train_s": round(scorer_s, 2)}
 
