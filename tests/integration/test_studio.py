@@ -230,4 +230,12 @@ def test_fake_moa_stateless_run(server: Server, assistants: dict[str, str]) -> N
         ("aggregate", "agg", "ok"),
     ]
     assert output["run"]["mix"] == "fake_moa" and output["run"]["run_id"]
-    assert set(output) <= {"answer", "models_used", "calls", "trace", "run"}  # the output schema, not the full state
+    assert set(output) <= {
+        "answer",
+        "tool_calls",
+        "answered_by",
+        "models_used",
+        "calls",
+        "trace",
+        "run",
+    }  # the output schema, not the full state
