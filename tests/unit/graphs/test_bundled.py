@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import fake_bundled
+from fakes import fake_bundled, with_fake_models
 from langgraph.checkpoint.memory import InMemorySaver
 
 from moai.api import build_mix
@@ -88,7 +88,7 @@ def test_bundled_mix_draws_as_pinned(name: str) -> None:
     assert drawing == (SNAPSHOTS / f"{name}.mmd").read_text(encoding="utf-8")
 
 
-def without_verifier(spec: MixSpec) -> MixSpec:
+def without_reading(spec: MixSpec) -> MixSpec:
     """Return the mix with its judge steps reading no answers: the blend of self, cross and the gate's prior."""
     steps = [s.model_copy(update={"read": []}) if s.kind == "judge" else s for s in spec.steps]
     return spec.model_copy(update={"steps": steps})
@@ -97,9 +97,9 @@ def without_verifier(spec: MixSpec) -> MixSpec:
 async def test_routemoa_reranks_after_a_poor_judgement_and_the_new_top_model_answers() -> None:
     # Round 1: smol's blended score 0.3*0.45 + 0.7*0.2 = 0.275 falls below gemma's prior 0.4, so the
     # rerank picks gemma; gemma judges its own answer 9/10: 0.3*0.4 + 0.7*0.9 = 0.75 stops the loop.
-    # (Without the verifier, whose P(right) would replace the declared blend: see the test below.)
+    # (Without the read judges, which would add an observation to the blend: see the tests below.)
     replies = {"smol": ["S1\nConfidence: 0.2", "Answer 1: 2\nCritique: weak"], "gemma": ["G2", "Answer 1: 9"]}
-    result = await build_mix(without_verifier(fake_bundled("routemoa", replies))).compile().ainvoke({"query": "q"})
+    result = await build_mix(without_reading(fake_bundled("routemoa", replies))).compile().ainvoke({"query": "q"})
     assert result["trace"] == [
         "gate",
         "propose[smol]",
@@ -118,25 +118,47 @@ async def test_routemoa_reranks_after_a_poor_judgement_and_the_new_top_model_ans
 
 
 @pytest.mark.parametrize("name", ["cascade", "routemoa"])
-async def test_cascade_and_routemoa_read_the_answers_with_the_shipped_verifier(name: str) -> None:
+def test_cascade_and_routemoa_read_the_answers(name: str) -> None:
+    (judge,) = [s for s in load_spec(name).steps if s.kind == "judge"]
+    assert judge.read == ["form", "arithmetic"]
+
+
+async def test_the_cascade_escalates_an_answer_whose_arithmetic_is_wrong() -> None:
+    name = "cascade"
+    query = "What is 12 times 7?"
+    wrong, right = "12 * 7 = 80\nConfidence: 0.9", "12 * 7 = 84\nConfidence: 0.9"
+    replies = {"smol": [wrong, "Answer 1: 9"], "gemma": [right, "Answer 1: 9"]}
+    graph = build_mix(fake_bundled(name, replies)).compile(checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t"}}
+    result = await graph.ainvoke({"query": query}, config)
+    verdicts = (await graph.aget_state(config)).values["verdicts"]
+    # smol's own 0.9 does not outweigh the recomputed 12 * 7: the cascade escalates to gemma.
+    assert verdicts[0]["model"] == "smol" and verdicts[0]["read_scores"]["arithmetic"] == 0.0
+    assert verdicts[-1]["model"] == "gemma" and verdicts[-1]["read_scores"]["arithmetic"] == 1.0
+    assert result["answer"].startswith("12 * 7 = 84")
+
+
+async def test_a_judge_step_reading_with_the_shipped_verifier_scores_by_its_p_right() -> None:
     from moai.scorer.verifier import cached_verifier, resolve_verifier
 
-    spec = load_spec(name)
-    (judge,) = [s for s in spec.steps if s.kind == "judge"]
-    assert judge.read == ["form", "arithmetic", "verifier"] and judge.verifier == "bundled:verifier"
+    spec = load_spec("cascade")
+    steps = [
+        s.model_copy(update={"read": ["form", "arithmetic", "verifier"]}) if s.kind == "judge" else s
+        for s in spec.steps
+    ]
+    spec = spec.model_copy(update={"steps": steps})
     query = "Tom has 3 apples and buys 4 more. How many apples does he have?"
     answer = "3 + 4 = 7\nAnswer: 7\nConfidence: 0.8"
-    replies = {"smol": [answer, "Answer 1: 8"], "gemma": [answer, "Answer 1: 8"]}
-    graph = build_mix(fake_bundled(name, replies)).compile(checkpointer=InMemorySaver())
+    replies = {"smol": [answer], "gemma": [answer]}
+    graph = build_mix(with_fake_models(spec, replies)).compile(checkpointer=InMemorySaver())
     config: Any = {"configurable": {"thread_id": "t"}}
     await graph.ainvoke({"query": query}, config)
     verdict = (await graph.aget_state(config)).values["verdicts"][0]
     # The local models are unknown to the shipped verifier: it scores them by its prior over all models.
-    (p,) = cached_verifier(resolve_verifier(judge.verifier)).score(query, ["3 + 4 = 7\nAnswer: 7"], [None])
+    (p,) = cached_verifier(resolve_verifier("bundled:verifier")).score(query, ["3 + 4 = 7\nAnswer: 7"], [None])
     assert verdict["read_scores"] == {"form": 1.0, "arithmetic": 1.0, "verifier": pytest.approx(p)}
-    # The verdict: the mean of the verifier's P(right) with the stated confidence (and the judge's 8/10).
-    observed = [p, 0.8] if name == "cascade" else [p, 0.8, 0.8]
-    assert verdict["score"] == pytest.approx(sum(observed) / len(observed))
+    # The verdict: the mean of the verifier's P(right) with the stated confidence.
+    assert verdict["score"] == pytest.approx((p + 0.8) / 2)
 
 
 async def test_a_loop_with_no_readable_judgement_stops_instead_of_repeating_itself() -> None:
