@@ -29,13 +29,12 @@ import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from moai.scorer.answers import agreement, arithmetic_score, form_score, query_form
 from moai.scorer.code import asks_for_code, code_score
-from moai.scorer.verifier import Example, read_examples, split_ids, train_verifier
+from moai.scorer.verifier import Example, auc, read_examples, split_ids, train_verifier
 
 JUDGES = ("agreement", "agreement with GPT-4", "form", "arithmetic", "code")
 HELD_OUT = ("verifier (held out)", "agreement with GPT-4 (held out)")
@@ -44,25 +43,6 @@ FILES = ("gsm8k_gpt4_mixtral_train.jsonl.gz", "routerbench_train.jsonl.gz")
 TEST_SHARE = {"gsm8k_gpt4_mixtral_train.jsonl.gz": 0.5, "routerbench_train.jsonl.gz": 0.2}
 """Share of each file's query ids held out from the verifier's training."""
 SEED = 0
-
-
-def auc(pairs: Iterable[tuple[float, bool]]) -> float | None:
-    """Return the AUC of scores for right answers over wrong ones (ties count half); None without both."""
-    ranked = sorted(pairs)
-    positives = sum(1 for _, right in ranked if right)
-    negatives = len(ranked) - positives
-    if not positives or not negatives:
-        return None
-    rank_sum = 0.0
-    i = 0
-    while i < len(ranked):
-        j = i
-        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
-            j += 1
-        mean_rank = (i + j + 1) / 2  # ranks i+1..j
-        rank_sum += mean_rank * sum(1 for _, right in ranked[i:j] if right)
-        i = j
-    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 def read_file(path: Path) -> dict[tuple[str, str], dict[str, dict[str, object]]]:

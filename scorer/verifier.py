@@ -45,6 +45,7 @@ import numpy.typing as npt
 from moai.errors import MixError
 from moai.mix_instructions.schema import MixSpec
 from moai.scorer.answers import arithmetic_score, form_score, normalise, query_form
+from moai.scorer.data.responses import checked_record
 
 __all__ = [
     "BUNDLED_VERIFIER",
@@ -479,21 +480,7 @@ def read_examples(paths: Iterable[str | Path]) -> list[Example]:
 
 
 def _example(line: bytes, where: str, source: str) -> Example | None:
-    try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        raise ValueError(f"{where}: not valid JSON ({err})") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    fields = ("id", "prompt", "model", "response", "score")
-    if missing := [f for f in fields if f not in record]:
-        raise ValueError(f"{where}: missing field(s) {', '.join(missing)} (each line needs {', '.join(fields)})")
-    for name in ("id", "model"):
-        if not isinstance(record[name], str) or not record[name]:
-            raise ValueError(f"{where}: '{name}' must be a non-empty string")
-    for name in ("prompt", "response"):
-        if not isinstance(record[name], str):
-            raise ValueError(f"{where}: '{name}' must be a string, got {type(record[name]).__name__}")
+    record = checked_record(line, where, ("id", "prompt", "model", "response", "score"))
     task = record.get("task", "")
     if not isinstance(task, str):
         raise ValueError(f"{where}: 'task' must be a string, got {type(task).__name__}")

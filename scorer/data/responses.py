@@ -33,6 +33,7 @@ __all__ = [
     "Recorded",
     "ResponseIndex",
     "check_replay",
+    "checked_record",
     "normalise",
     "resolve_responses",
     "responses_index",
@@ -106,22 +107,38 @@ def _tokens(record: Mapping[str, Any], key: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**31 else None
 
 
-def _parse(line: bytes, where: str) -> tuple[str, str, Recorded]:
-    """Parse and check one line; return its model, prompt and answer."""
+def checked_record(line: bytes, where: str, fields: tuple[str, ...]) -> dict[str, Any]:
+    """Parse one line of a responses file and check what every reader of one needs of it.
+
+    Args:
+        line: The line's bytes.
+        where: 'FILE:LINE', named in the errors.
+        fields: The fields the line must have; `id` and `model` among them are non-empty strings,
+            `prompt` and `response` strings.
+
+    Raises:
+        ValueError: The line is not such an object, naming `where` and the field.
+    """
     try:
         record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise ValueError(f"{where}: not valid JSON ({err})") from None
     if not isinstance(record, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    if missing := [f for f in _FIELDS if f not in record]:
-        raise ValueError(f"{where}: missing field(s) {', '.join(missing)} (each line needs {', '.join(_FIELDS)})")
+    if missing := [f for f in fields if f not in record]:
+        raise ValueError(f"{where}: missing field(s) {', '.join(missing)} (each line needs {', '.join(fields)})")
     for name in ("id", "model"):
-        if not isinstance(record[name], str) or not record[name]:
+        if name in fields and (not isinstance(record[name], str) or not record[name]):
             raise ValueError(f"{where}: '{name}' must be a non-empty string")
     for name in ("prompt", "response"):
-        if not isinstance(record[name], str):
+        if name in fields and not isinstance(record[name], str):
             raise ValueError(f"{where}: '{name}' must be a string, got {type(record[name]).__name__}")
+    return record
+
+
+def _parse(line: bytes, where: str) -> tuple[str, str, Recorded]:
+    """Parse and check one line; return its model, prompt and answer."""
+    record = checked_record(line, where, _FIELDS)
     cost = record["cost"]
     if cost is not None and (not _number(cost) or cost < 0):
         raise ValueError(f"{where}: 'cost' must be a non-negative number or null, got {cost!r}")
