@@ -1,6 +1,6 @@
 """The gate with and without the routing cache, side by side in one run, on the bundled `route` mix.
 
-Traffic: a stream of N queries drawn from D distinct MMLU test questions (from /work/shared/data/qa/mmlu
+Traffic: a stream of N queries drawn from D distinct MMLU test questions (from ../shared/data/qa/mmlu
 or $MOAI_QA_DIR) with Zipf-like popularity (weight 1/rank^s), as real traffic repeats its popular
 questions; a share of the repeats are near-duplicates (case, spacing and punctuation changed), which only
 the similarity tier can catch. A second stream of N all-distinct questions shows what the cache costs
@@ -30,7 +30,7 @@ from moai.nodes.runtime import MixRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
 
-QA_DIR = Path(os.environ.get("MOAI_QA_DIR", "/work/shared/data/qa"))
+QA_DIR = Path(os.environ.get("MOAI_QA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "qa"))
 
 
 def _questions(n: int, seed: int) -> list[str]:

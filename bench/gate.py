@@ -1,6 +1,6 @@
 """The gate's latency, encoder included: one query at a time and in batches, kNN and Routoo side by side.
 
-Setup: 2,000 MMLU test questions (from /work/shared/data/qa/mmlu, or $MOAI_QA_DIR) are encoded with the
+Setup: 2,000 MMLU test questions (from ../shared/data/qa/mmlu, or $MOAI_QA_DIR) are encoded with the
 offline all-MiniLM-L6-v2 (`SentenceEncoder`) and, separately, with the static encoder distilled from it
 (`static-minilm`, `moai.scorer.encoders.static.StaticEncoder`), and given random scores for 10 fake models; for
 each encoder a kNN and a Routoo predictor are trained on them (quality does not matter here, only speed),

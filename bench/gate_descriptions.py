@@ -3,7 +3,7 @@
 Setup: a 10-model mix (`provider: fake`, prices, latencies and privacy tiers as in `bench/gate.py`) whose
 gate is `scorer: descriptions`; each model declares a description, 4 example queries and 1 query to avoid
 (10 topics: code, math, law, medicine, ...), so the gate compares each query with 60 texts. Queries are
-MMLU test questions (from /work/shared/data/qa/mmlu, or $MOAI_QA_DIR), each new (no routing cache).
+MMLU test questions (from ../shared/data/qa/mmlu, or $MOAI_QA_DIR), each new (no routing cache).
 
   single   `moai.nodes.gate.decide(mix, query, False)` per query, after a warm-up; the encoder's time
            inside it is measured apart, the rest is the descriptions predictor and the selector.

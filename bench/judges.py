@@ -161,7 +161,7 @@ def main() -> None:
     lines = [
         "# Answer-reading judges: AUC per model on recorded answers",
         "",
-        "Command: `python bench/judges.py` (data: /work/shared/data/responses). AUC of each judge's score as a",
+        "Command: `python bench/judges.py` (data: ../shared/data/responses). AUC of each judge's score as a",
         "predictor of the answer being right (recorded grade >= 0.5), over the answers it scores; in brackets",
         "the share of answers it scores (None elsewhere). '-': the judge scores none, or they are all right",
         "or all wrong. Nothing is trained or tuned on these files, so no split is needed. Agreement: the share",

@@ -25,7 +25,7 @@ from moai.scorer.encoders.sentence import cached_encode
 from moai.scorer.predictors.descriptions import BlendedScorer, DescriptionScorer, read_descriptions
 from moai.scorer.predictors.knn import KnnPredictor
 
-DATA = Path("/work/shared/data/routing/routerdc_7b.jsonl.gz")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "routerdc_7b.jsonl.gz"
 
 
 def quality(scores: np.ndarray, pred: np.ndarray) -> float:

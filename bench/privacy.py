@@ -9,7 +9,7 @@
   speed            microseconds per question for the default rule; and the pattern `^(a+)+$` on a query
                    of n a's and a '!' with Python's `re` (exponential) against RE2 (linear).
 
-Data: /work/shared/data/qa (or $MOAI_QA_DIR): gsm8k/{test,train}.jsonl, mmlu/test/*.csv.
+Data: ../shared/data/qa (or $MOAI_QA_DIR): gsm8k/{test,train}.jsonl, mmlu/test/*.csv.
 Run from the repository root:  python bench/privacy.py [--out bench/results/privacy.md]
 """
 
@@ -30,7 +30,7 @@ from moai.mix_instructions.schema import SensitiveRule
 from moai.scorer.privacy import find, sensitive_in
 
 ROOT = Path(__file__).resolve().parent.parent
-QA_DIR = Path(os.environ.get("MOAI_QA_DIR", "/work/shared/data/qa"))
+QA_DIR = Path(os.environ.get("MOAI_QA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "qa"))
 RULE = SensitiveRule()
 
 
