@@ -45,6 +45,7 @@ import numpy.typing as npt
 from moai.errors import MixError
 from moai.mix_instructions.schema import MixSpec
 from moai.scorer.answers import arithmetic_score, form_score, normalise, query_form
+from moai.scorer.data.filecache import FileCache
 from moai.scorer.data.responses import checked_record
 
 __all__ = [
@@ -860,21 +861,12 @@ def resolve_verifier(ref: str, mix_file: str | None = None) -> Path:
     return path
 
 
-_CACHE: dict[tuple[Path, int, int], Verifier] = {}
-_CACHE_LOCK = threading.Lock()
+_VERIFIERS: FileCache[Verifier] = FileCache(load_verifier, (METADATA, WEIGHTS))
 
 
 def cached_verifier(path: Path) -> Verifier:
     """Return the verifier in `path`, read once per process while its files are unchanged."""
-    resolved = path.resolve()
-    stats = [(resolved / name).stat() for name in (METADATA, WEIGHTS)]
-    key = (resolved, sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats))
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            for old in [k for k in _CACHE if k[0] == resolved]:
-                del _CACHE[old]
-            _CACHE[key] = load_verifier(resolved)
-        return _CACHE[key]
+    return _VERIFIERS.get(path)
 
 
 def model_names(spec: MixSpec) -> dict[str, str]:

@@ -18,7 +18,6 @@ import gzip
 import hashlib
 import json
 import math
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, BinaryIO
 
 from moai.errors import MixError
 from moai.mix_instructions.schema import MixSpec
+from moai.scorer.data.filecache import FileCache
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -184,8 +184,7 @@ def _read(path: Path) -> ResponseIndex:
     return index
 
 
-_CACHE: dict[tuple[Path, int, int], ResponseIndex] = {}
-_LOCK = threading.Lock()
+_INDEXES: FileCache[ResponseIndex] = FileCache(_read)
 
 
 def responses_index(path: str | Path) -> ResponseIndex:
@@ -195,16 +194,7 @@ def responses_index(path: str | Path) -> ResponseIndex:
         FileNotFoundError: No such file.
         ValueError: A line is malformed (the message names file:line), or the file is over the bounds.
     """
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    key = (resolved, stat.st_size, stat.st_mtime_ns)
-    with _LOCK:
-        if key not in _CACHE:
-            # Only the latest version of a file is kept: an edited file replaces its old index.
-            for old in [k for k in _CACHE if k[0] == resolved]:
-                del _CACHE[old]
-            _CACHE[key] = _read(resolved)
-        return _CACHE[key]
+    return _INDEXES.get(path)
 
 
 def resolve_responses(ref: str, mix_file: str | None = None) -> Path:
