@@ -23,15 +23,7 @@ def plot_report(report: dict[str, Any], path: str | Path, title: str | None = No
     Raises:
         ModuleNotFoundError: matplotlib is not installed.
     """
-    try:
-        import matplotlib
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ModuleNotFoundError("plotting needs matplotlib (pip install matplotlib)") from err
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    plt, out = _pyplot(path)
     setup = report["setup"]
     heading = title or f"routing: {setup.get('test_queries', '?')} test queries, seed {setup.get('seed', '?')}"
     bs, orc = report["best_single"], report["oracle"]
@@ -104,15 +96,7 @@ def plot_online(
     replays = {name: m["online"]["curve"] for name, m in report["methods"].items() if "online" in m}
     if not replays:
         return None
-    try:
-        import matplotlib
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ModuleNotFoundError("plotting needs matplotlib (pip install matplotlib)") from err
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    plt, out = _pyplot(path)
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=130)
     cmap = plt.get_cmap("tab10")
     for i, (name, curve) in enumerate(replays.items()):
@@ -135,3 +119,21 @@ def plot_online(
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def _pyplot(path: str | Path) -> tuple[Any, Path]:
+    """Return pyplot on the file-only Agg backend, and `path` with its folder made.
+
+    Raises:
+        ModuleNotFoundError: matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ModuleNotFoundError("plotting needs matplotlib (pip install matplotlib)") from err
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return plt, out
