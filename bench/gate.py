@@ -137,6 +137,20 @@ class CachingEncoder:
         return np.stack([self.cache[t] for t in texts])
 
 
+def pool_models(names: list[str]) -> dict[str, dict[str, Any]]:
+    """Return the benchmark's pool: scripted models with rising prices and latencies, three privacy tiers."""
+    return {
+        name: {
+            "provider": "fake",
+            "model": name,
+            "price": {"input_per_mtok": 0.1 * (i + 1), "output_per_mtok": 0.3 * (i + 1)},
+            "latency_s": 0.5 + 0.1 * i,
+            "privacy": ("local", "private_cloud", "third_party")[i % 3],
+        }
+        for i, name in enumerate(names)
+    }
+
+
 def build_mixes(train_emb: np.ndarray, folder: Path, encoder_name: str) -> dict[str, MixRuntime]:
     """Train kNN and Routoo on random scores, save them, and load each through a 10-model mix."""
     rng = np.random.default_rng(0)
@@ -153,16 +167,7 @@ def build_mixes(train_emb: np.ndarray, folder: Path, encoder_name: str) -> dict[
         spec = parse_spec(
             {
                 "name": f"gate-{method}",
-                "models": {
-                    name: {
-                        "provider": "fake",
-                        "model": name,
-                        "price": {"input_per_mtok": 0.1 * (i + 1), "output_per_mtok": 0.3 * (i + 1)},
-                        "latency_s": 0.5 + 0.1 * i,
-                        "privacy": ("local", "private_cloud", "third_party")[i % 3],
-                    }
-                    for i, name in enumerate(names)
-                },
+                "models": pool_models(names),
                 "gate": {"scorer": str(ckpt), "top_k": 3, "objective": {"alpha": 0.2}},
                 "steps": [{"kind": "propose", "name": "propose", "models": names[:3]}],
             },

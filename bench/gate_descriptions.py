@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 # The gate benchmark's helpers: `python bench/gate_descriptions.py` runs with bench/ on the path.
-from gate import mmlu_questions, single
+from gate import mmlu_questions, pool_models, single
 
 from moai.api import mix_runtime
 from moai.mix_instructions.load import parse_spec
@@ -49,20 +49,14 @@ TOPICS = {
 def pool_spec() -> dict[str, Any]:
     """Return the 10-model mix, each model described by its topic, 4 examples and 1 query to avoid."""
     names = list(TOPICS)
-    models = {
-        name: {
-            "provider": "fake",
-            "model": name,
-            "price": {"input_per_mtok": 0.1 * (i + 1), "output_per_mtok": 0.3 * (i + 1)},
-            "latency_s": 0.5 + 0.1 * i,
-            "privacy": ("local", "private_cloud", "third_party")[i % 3],
+    models = pool_models(names)
+    for i, (name, (description, example)) in enumerate(TOPICS.items()):
+        models[name] |= {
             "quality": 0.4 + 0.05 * (i % 5),
             "description": description,
             "examples": [example, f"{example}?", f"Please help: {example.lower()}", f"Question: {example}"],
             "avoid": [TOPICS[names[(i + 1) % len(names)]][1]],
         }
-        for i, (name, (description, example)) in enumerate(TOPICS.items())
-    }
     return {
         "name": "gate-descriptions",
         "models": models,
