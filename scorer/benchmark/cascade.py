@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from moai.scorer.answers import agreement, query_form
+from moai.scorer.benchmark.evaluate import aligned, fmt_cell
 from moai.scorer.data.responses import ResponseIndex
 from moai.scorer.data.routing import RoutingData
 from moai.scorer.objective import aiq
@@ -152,10 +153,6 @@ def curve_entry(
     }
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def format_table(report: Mapping[str, Any]) -> str:
     """Return the report as a plain-text table: one line per method, then the references.
 
@@ -169,13 +166,13 @@ def format_table(report: Mapping[str, Any]) -> str:
         rows.append(
             (
                 name,
-                _fmt(m["quality"], ".4f"),
-                _fmt(m["cost"], ".6f"),
-                _fmt(m["cost_ratio"], ".1%"),
-                _fmt(m["cost_at_best_single_quality"], ".6f"),
-                _fmt(m["cost_ratio_at_best_single_quality"], ".1%"),
-                _fmt(m["quality_at_best_single_cost"], ".4f"),
-                _fmt(m["aiq"], ".4f"),
+                fmt_cell(m["quality"], ".4f"),
+                fmt_cell(m["cost"], ".6f"),
+                fmt_cell(m["cost_ratio"], ".1%"),
+                fmt_cell(m["cost_at_best_single_quality"], ".6f"),
+                fmt_cell(m["cost_ratio_at_best_single_quality"], ".1%"),
+                fmt_cell(m["quality_at_best_single_cost"], ".4f"),
+                fmt_cell(m["aiq"], ".4f"),
                 "(itself)"
                 if name == "best_single"
                 else "yes"
@@ -184,13 +181,8 @@ def format_table(report: Mapping[str, Any]) -> str:
             )
         )
     rows.append(
-        (f"best single ({bs['model']})", _fmt(bs["quality"], ".4f"), _fmt(bs["cost"], ".6f"), "100.0%") + ("",) * 5
+        (f"best single ({bs['model']})", fmt_cell(bs["quality"], ".4f"), fmt_cell(bs["cost"], ".6f"), "100.0%")
+        + ("",) * 5
     )
-    rows.append(("oracle", _fmt(orc["quality"], ".4f"), _fmt(orc["cost"], ".6f")) + ("",) * 6)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
-        for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
+    rows.append(("oracle", fmt_cell(orc["quality"], ".4f"), fmt_cell(orc["cost"], ".6f")) + ("",) * 6)
+    return aligned(rows)

@@ -53,7 +53,9 @@ __all__ = [
     "OPERATING_FRACTION",
     "REPORT_KEYS",
     "ROUTERDC_DESCRIPTIONS",
+    "aligned",
     "best_single",
+    "fmt_cell",
     "format_table",
     "method_report",
     "operating_alpha",
@@ -430,12 +432,24 @@ def _operating_point(
     return _validated(pred, test, costs, best_single(test)["cost"], alpha, reached)
 
 
-def _fmt(value: Any, spec: str) -> str:
+def fmt_cell(value: Any, spec: str) -> str:
+    """Return a table cell: '-' for None, 'yes'/'NO' for a bool, else the value formatted by `spec`."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "NO"
     return format(value, spec)
+
+
+def aligned(rows: Sequence[Sequence[str]]) -> str:
+    """Return rows as a plain-text table: the first row the header, ruled off; the first column left-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _validated_cell(point: dict[str, Any] | None) -> str:
@@ -467,25 +481,21 @@ def format_table(report: dict[str, Any]) -> str:
         rows.append(
             (
                 name,
-                _fmt(m["quality"], ".4f"),
-                _fmt(m["cost"], ".6f"),
-                _fmt(m["gap_recovered"], ".1%"),
-                _fmt(m["top1_hit"], ".3f"),
-                _fmt(m["top3_hit"], ".3f"),
-                _fmt(m["top3_agree"], ".3f"),
-                _fmt(m["aiq"], ".4f"),
-                _fmt(m["cost_at_best_single_quality"], ".6f"),
-                _fmt(m["cost_ratio_at_best_single_quality"], ".1%"),
+                fmt_cell(m["quality"], ".4f"),
+                fmt_cell(m["cost"], ".6f"),
+                fmt_cell(m["gap_recovered"], ".1%"),
+                fmt_cell(m["top1_hit"], ".3f"),
+                fmt_cell(m["top3_hit"], ".3f"),
+                fmt_cell(m["top3_agree"], ".3f"),
+                fmt_cell(m["aiq"], ".4f"),
+                fmt_cell(m["cost_at_best_single_quality"], ".6f"),
+                fmt_cell(m["cost_ratio_at_best_single_quality"], ".1%"),
                 _validated_cell(m["validated"]),
-                _fmt(m["beats_best_single"], ""),
+                fmt_cell(m["beats_best_single"], ""),
             )
         )
-    rows.append((f"best single ({bs['model']})", _fmt(bs["quality"], ".4f"), _fmt(bs["cost"], ".6f")) + ("",) * 9)
-    rows.append(("oracle", _fmt(orc["quality"], ".4f"), _fmt(orc["cost"], ".6f")) + ("",) * 9)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
-        for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
+    rows.append(
+        (f"best single ({bs['model']})", fmt_cell(bs["quality"], ".4f"), fmt_cell(bs["cost"], ".6f")) + ("",) * 9
+    )
+    rows.append(("oracle", fmt_cell(orc["quality"], ".4f"), fmt_cell(orc["cost"], ".6f")) + ("",) * 9)
+    return aligned(rows)
