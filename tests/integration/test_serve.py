@@ -6,18 +6,13 @@ it starts in its own process group and is stopped by its PID at teardown.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
+from _serve import moai_serve
 from langchain_openai import ChatOpenAI
 from openai import OpenAI
 
@@ -41,12 +36,6 @@ ANSWER = "merged answer in several words"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """Start `moai serve`; yield its base URL and usage database; stop it by its PID."""
@@ -54,40 +43,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     (folder / "mixes").mkdir()
     (folder / "mixes" / "panel.yaml").write_text(PANEL)
     db = str(folder / "usage.db")
-    port = free_port()
-    command = "import sys; from moai.cli import main; sys.exit(main())"
-    args = ["serve", "--port", str(port), "--mixes", str(folder / "mixes")]
-    log = (folder / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-c", command, *args],
-        env={**os.environ, "MOAI_USAGE_DB": db},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):  # at most a minute to import and bind
-            if process.poll() is not None:
-                pytest.fail(f"moai serve exited {process.returncode}: {(folder / 'server.log').read_text()}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=0.1)
-        else:
-            pytest.fail("moai serve did not answer /health")
+    with moai_serve(folder, folder / "mixes", db) as base:
         yield base, db
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 def calls_of(db: str, run_id: str) -> list[dict[str, object]]:

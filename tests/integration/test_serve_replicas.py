@@ -18,14 +18,9 @@ are let in with 0.009 k <= 0.205 (k <= 22), and a refusal means 0.011 k + 0.011 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +28,7 @@ import httpx
 import pytest
 import yaml
 from _postgres import postgres_bin, postgres_server
+from _serve import Servers
 
 from moai.serve.keys import hash_key
 
@@ -63,81 +59,20 @@ FREE, CAPPED = "free-key-" + "f" * 30, "capped-key-" + "c" * 30
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Replicas:
-    """The PostgreSQL URL, the replicas' base URLs, and their processes (stopped by `stop`)."""
-
-    url: str
-    bases: list[str] = field(default_factory=list)
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    logs: list[Path] = field(default_factory=list)
-
-    def stop(self) -> list[int]:
-        """Stop every replica by its PID (SIGTERM: uvicorn drains, the usage monitor flushes); return the codes."""
-        for process in self.processes:
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGTERM)
-        codes = []
-        for process in self.processes:
-            try:
-                codes.append(process.wait(timeout=30))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)  # its own session: nothing of it outlives the test
-                codes.append(process.wait())
-        return codes
-
-    def log(self) -> str:
-        return "\n".join(f"--- {path.name}\n{path.read_text()[-4000:]}" for path in self.logs)
-
-
-def _wait_healthy(replicas: Replicas) -> None:
-    for _ in range(900):  # at most about 90 s for both to import and bind on a loaded machine
-        for process in replicas.processes:
-            if process.poll() is not None:
-                pytest.fail(f"moai serve exited {process.returncode}:\n{replicas.log()}")
-        try:
-            if all(httpx.get(f"{base}/health", timeout=1).status_code == 200 for base in replicas.bases):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"moai serve did not answer /health:\n{replicas.log()}")
-
-
 @pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[Replicas]:
+def replicas(tmp_path: Path) -> Iterator[Servers]:
     """Start PostgreSQL and two replicas on it; stop them all, whatever the test did."""
     (tmp_path / "mixes").mkdir()
     (tmp_path / "mixes" / "panel.yaml").write_text(PANEL)
     keys = {"free": {"sha256": hash_key(FREE)}, "capped": {"sha256": hash_key(CAPPED), "daily_usd": DAILY_USD}}
     (tmp_path / "keys.yaml").write_text(yaml.safe_dump({"keys": keys}))
-    command = "import sys; from moai.cli import main; sys.exit(main())"
     with postgres_server() as url:
-        replicas = Replicas(url)
+        replicas = Servers(url)
         try:
             for i in range(2):
-                port = free_port()
-                args = ["serve", "--port", str(port), "--workers", "1", "--mixes", str(tmp_path / "mixes")]
-                args += ["--keys", str(tmp_path / "keys.yaml")]
-                replicas.logs.append(tmp_path / f"replica-{i}.log")
-                with replicas.logs[-1].open("w") as log:
-                    replicas.processes.append(
-                        subprocess.Popen(
-                            [sys.executable, "-c", command, *args],
-                            env={**os.environ, "MOAI_USAGE_DB": url},
-                            stdout=log,
-                            stderr=subprocess.STDOUT,
-                            start_new_session=True,
-                        )
-                    )
-                replicas.bases.append(f"http://127.0.0.1:{port}")
-            _wait_healthy(replicas)
+                args = ["--workers", "1", "--mixes", str(tmp_path / "mixes"), "--keys", str(tmp_path / "keys.yaml")]
+                replicas.start(args, tmp_path / f"replica-{i}.log")
+            replicas.wait_healthy(tries=900)  # about 90 s for both to import and bind on a loaded machine
             yield replicas
         finally:
             replicas.stop()  # before PostgreSQL stops, so the replicas' last rows reach it
@@ -178,7 +113,7 @@ def _rows(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     return runs, calls, int(holds["n"]) if holds else -1
 
 
-def test_two_replicas_on_one_postgres_answer_all_lose_no_row_and_hold_a_keys_limit(replicas: Replicas) -> None:
+def test_two_replicas_on_one_postgres_answer_all_lose_no_row_and_hold_a_keys_limit(replicas: Servers) -> None:
     _clear_of_midnight()
     replies = asyncio.run(_ask_all(replicas.bases))
     # Both drained and flushed their usage rows (uvicorn ends by re-raising the SIGTERM it handled).
@@ -202,7 +137,7 @@ def test_two_replicas_on_one_postgres_answer_all_lose_no_row_and_hold_a_keys_lim
     # Within the limit, and refused only once the holds of the runs let in left no room for another.
     assert int(DAILY_USD // HOLD_USD) <= len(capped) <= int(DAILY_USD // RUN_USD), len(capped)
 
-    runs, calls, holds = _rows(replicas.url)
+    runs, calls, holds = _rows(replicas.db)
     # No row lost: a run row for each answered request, and each of its calls, with its key.
     assert sorted(row["run_id"] for row in runs) == sorted(answered)
     assert len(calls) == CALLS_PER_RUN * len(answered)

@@ -9,21 +9,15 @@ Each agent loop uses a mix of its own, so the scripted replies come in a known o
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import operator
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from _scripted_openai import ScriptedServer, scripted_server  # tests/integration is not a package
+from _serve import moai_serve
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import StructuredTool
@@ -128,12 +122,6 @@ class Product(BaseModel):
     answer: int
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[ScriptedServer]:
     calls = [{"name": "calculator", "arguments": '{"expression": "6 * 7"}'}]
@@ -158,38 +146,8 @@ def base(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedServer) -> 
     }
     for name, text in files.items():
         (mixes / name).write_text(text)
-    port = free_port()
-    log_path = folder / "server.log"
-    log = log_path.open("w")
-    command = "import sys; from moai.cli import main; sys.exit(main())"
-    process = subprocess.Popen(
-        [sys.executable, "-c", command, "serve", "--port", str(port), "--mixes", str(mixes)],
-        env={**os.environ, "MOAI_USAGE_DB": str(folder / "usage.db")},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):  # at most a minute to import and bind
-            if process.poll() is not None:
-                pytest.fail(f"moai serve exited {process.returncode}: {log_path.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=0.1)
-        else:
-            pytest.fail("moai serve did not answer /health")
+    with moai_serve(folder, mixes) as url:
         yield f"{url}/v1"
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 def client_loop(client: OpenAI, mix: str) -> tuple[Any, Any]:
