@@ -8,19 +8,17 @@ Each agent loop uses a mix of its own, so the scripted replies come in a known o
 
 from __future__ import annotations
 
-import ast
 import json
-import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _scripted_openai import ScriptedServer, scripted_server  # tests/integration is not a package
 from _serve import moai_serve
+from calculator import calculate, calculator
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage, ToolMessage
-from langchain_core.tools import StructuredTool
 from langchain_openai import ChatOpenAI
 from openai import OpenAI
 from pydantic import BaseModel
@@ -97,23 +95,6 @@ CALCULATOR = {
     },
 }
 QUESTION = "What is 6 times 7?"
-_OPS: dict[type, Callable[[Any, Any], Any]] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
-
-
-def calculate(expression: str) -> str:
-    """Evaluate an arithmetic expression with + - * and parentheses (parsed, never `eval`ed)."""
-
-    def value(node: ast.AST) -> int:
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return int(_OPS[type(node.op)](value(node.left), value(node.right)))
-        raise ValueError("not arithmetic")
-
-    return str(value(ast.parse(expression, mode="eval").body))
-
-
-calculator = StructuredTool.from_function(calculate, name="calculator")
 
 
 class Product(BaseModel):

@@ -8,17 +8,15 @@ server's request log shows who was offered the tools and who got the tool's resu
 
 from __future__ import annotations
 
-import ast
 import json
-import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from _scripted_openai import ScriptedServer, scripted_server  # tests/integration is not a package
+from calculator import calculator
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from langchain_core.tools import tool
 from pydantic import BaseModel
 
 from moai import MixtureChatModel
@@ -29,21 +27,6 @@ pytestmark = pytest.mark.integration
 QUESTION = "What is 6 times 7?"
 CALL = {"tool_calls": [{"name": "calculator", "arguments": '{"expression": "6 * 7"}'}]}
 FINAL = {"content": "6 times 7 is {tool}."}
-_OPS: dict[type, Callable[[Any, Any], Any]] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
-
-
-@tool
-def calculator(expression: str) -> str:
-    """Evaluate an arithmetic expression with + - * and parentheses."""
-
-    def value(node: ast.AST) -> int:
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return int(_OPS[type(node.op)](value(node.left), value(node.right)))
-        raise ValueError("not arithmetic")
-
-    return str(value(ast.parse(expression, mode="eval").body))
 
 
 class Product(BaseModel):

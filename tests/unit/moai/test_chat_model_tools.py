@@ -7,18 +7,15 @@ to that model alone.
 
 from __future__ import annotations
 
-import ast
 import json
-import operator
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from calculator import calculator
 from fakes import fake_bundled
 from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.tools import tool
 from langgraph.prebuilt import create_react_agent
 from pydantic import BaseModel
 
@@ -34,28 +31,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:create_react_agent has been move
 QUESTION = "What is 6 times 7?"
 CALL = '!tool {"name": "calculator", "args": {"expression": "6 * 7"}, "id": "call_1"}'
 FINAL = "6 times 7 is {query}."
-
-_OPS: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-}
-
-
-@tool
-def calculator(expression: str) -> str:
-    """Evaluate an arithmetic expression with + - * / and parentheses."""
-
-    def value(node: ast.AST) -> float:
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](value(node.left), value(node.right))  # type: ignore[no-any-return]
-        raise ValueError(f"not arithmetic: {ast.dump(node)[:60]}")
-
-    return str(value(ast.parse(expression, mode="eval").body))
-
 
 TOOL_SPEC = {
     "type": "function",
