@@ -12,7 +12,6 @@ file as written, with those values set and a comment saying on what they were ca
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import tempfile
@@ -27,7 +26,7 @@ from moai.errors import MixError
 from moai.mix_instructions import load_spec, resolve_path
 from moai.mix_instructions.schema import JudgeStep, MixSpec
 from moai.replay_run import DEFAULT_CONCURRENCY, Task, run_files
-from moai.scorer.data.responses import MAX_LINE_BYTES, responses_index
+from moai.scorer.data.responses import response_lines, responses_index
 from moai.scorer.select import TYPICAL_PROMPT_TOKENS, call_cost
 
 __all__ = ["GATE_GRID", "JUDGE_GRID", "Calibration", "calibrate", "calibration_targets"]
@@ -64,16 +63,12 @@ def calibration_targets(spec: MixSpec) -> tuple[list[str], bool]:
 def _queries(path: Path) -> list[tuple[str, str]]:
     """Return each query of a responses file once, as (id, prompt), in order of first appearance."""
     responses_index(path)  # checks the whole file, within its bounds, before it is read again here
-    with open(path, "rb") as probe:
-        gz = probe.read(2) == b"\x1f\x8b"
     seen: dict[str, str] = {}
-    with gzip.open(path, "rb") if gz else open(path, "rb") as fh:
-        while line := fh.readline(MAX_LINE_BYTES + 1):
-            if line.strip():
-                record = json.loads(line)
-                seen.setdefault(record["id"], record["prompt"])
-                if len(seen) >= MAX_QUERIES:
-                    break
+    for _, line in response_lines(path):
+        record = json.loads(line)
+        seen.setdefault(record["id"], record["prompt"])
+        if len(seen) >= MAX_QUERIES:
+            break
     return list(seen.items())
 
 

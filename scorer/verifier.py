@@ -46,7 +46,7 @@ from moai.errors import MixError
 from moai.mix_instructions.schema import MixSpec
 from moai.scorer.answers import arithmetic_score, form_score, normalise, query_form
 from moai.scorer.data.filecache import FileCache
-from moai.scorer.data.responses import checked_record
+from moai.scorer.data.responses import checked_record, response_lines
 
 __all__ = [
     "BUNDLED_VERIFIER",
@@ -83,10 +83,6 @@ MAX_METADATA_BYTES = 4 * 2**20
 """Largest `verifier.json` read (the stripped few-shot prefixes make up most of it)."""
 MAX_WEIGHTS_BYTES = 256 * 2**20
 """Largest `verifier.safetensors` read."""
-MAX_EXAMPLES_BYTES = 512 * 2**20
-"""Most bytes of (uncompressed) text read from one responses file for training."""
-MAX_LINE_BYTES = 8 * 2**20
-"""Longest line of a responses file, in bytes."""
 MAX_PREFIXES = 256
 """Few-shot prefixes a checkpoint may store (one per task of its training data)."""
 ANSWER_CHARS = 4_000
@@ -430,12 +426,6 @@ class Example:
     score: float
 
 
-def _open(path: Path) -> Any:
-    with open(path, "rb") as probe:
-        magic = probe.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
-
-
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -444,7 +434,7 @@ def read_examples(paths: Iterable[str | Path]) -> list[Example]:
     """Read the graded answers of responses files (lines with a null score are skipped).
 
     Each line needs `id`, `prompt`, `model`, `response` and `score` (a number in [0, 1] or null); `task`
-    is optional. A file is read line by line with the bounds of `MAX_LINE_BYTES` and `MAX_EXAMPLES_BYTES`.
+    is optional. A file is read line by line within the bounds of `moai.scorer.data.responses.response_lines`.
 
     Raises:
         ValueError: A line is malformed (the message names file:line), or nothing graded was found.
@@ -455,24 +445,13 @@ def read_examples(paths: Iterable[str | Path]) -> list[Example]:
     for path in files:
         if not path.is_file():
             raise FileNotFoundError(f"no responses file {str(path)!r}")
-        total = 0
         seen: set[tuple[str, str]] = set()
         try:
-            with _open(path) as fh:
-                lineno = 0
-                while line := fh.readline(MAX_LINE_BYTES + 1):
-                    lineno += 1
-                    where = f"{path}:{lineno}"
-                    total += len(line)
-                    if len(line) > MAX_LINE_BYTES:
-                        raise ValueError(f"{where}: line longer than {MAX_LINE_BYTES} bytes")
-                    if total > MAX_EXAMPLES_BYTES:
-                        raise ValueError(f"{path}: more than {MAX_EXAMPLES_BYTES} bytes of text; split the file")
-                    if line.strip():
-                        example = _example(line, where, str(path))
-                        if example is not None and (example.id, example.model) not in seen:
-                            seen.add((example.id, example.model))
-                            out.append(example)
+            for where, line in response_lines(path):
+                example = _example(line, where, str(path))
+                if example is not None and (example.id, example.model) not in seen:
+                    seen.add((example.id, example.model))
+                    out.append(example)
         except (OSError, EOFError, gzip.BadGzipFile) as err:
             raise ValueError(f"{path}: cannot be read ({err})") from None
     if not out:

@@ -18,7 +18,7 @@ import gzip
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -36,6 +36,7 @@ __all__ = [
     "checked_record",
     "normalise",
     "resolve_responses",
+    "response_lines",
     "responses_index",
 ]
 
@@ -162,8 +163,12 @@ def _parse(line: bytes, where: str) -> tuple[str, str, Recorded]:
     )
 
 
-def _read(path: Path) -> ResponseIndex:
-    index = ResponseIndex(path)
+def response_lines(path: Path) -> Iterator[tuple[str, bytes]]:
+    """Yield ('FILE:LINE', line) for every non-blank line of a responses file, gzipped or not.
+
+    Raises:
+        ValueError: A line over `MAX_LINE_BYTES` (its newline included), or the file over `MAX_RESPONSES_BYTES`.
+    """
     total = 0
     with _open(path) as fh:
         lineno = 0
@@ -171,16 +176,21 @@ def _read(path: Path) -> ResponseIndex:
             lineno += 1
             where = f"{path}:{lineno}"
             total += len(line)
-            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            if len(line) > MAX_LINE_BYTES:
                 raise ValueError(f"{where}: line longer than {MAX_LINE_BYTES} bytes")
             if total > MAX_RESPONSES_BYTES:
                 raise ValueError(f"{path}: more than {MAX_RESPONSES_BYTES} bytes of text; split the file")
-            if not line.strip():
-                continue
-            model, prompt, recorded = _parse(line, where)
-            # The first answer recorded for a prompt or id wins: a replay is the same on every run.
-            index.by_prompt.setdefault(model, {}).setdefault(_digest(prompt), recorded)
-            index.by_id.setdefault(model, {}).setdefault(recorded.id, recorded)
+            if line.strip():
+                yield where, line
+
+
+def _read(path: Path) -> ResponseIndex:
+    index = ResponseIndex(path)
+    for where, line in response_lines(path):
+        model, prompt, recorded = _parse(line, where)
+        # The first answer recorded for a prompt or id wins: a replay is the same on every run.
+        index.by_prompt.setdefault(model, {}).setdefault(_digest(prompt), recorded)
+        index.by_id.setdefault(model, {}).setdefault(recorded.id, recorded)
     return index
 
 
