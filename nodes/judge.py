@@ -111,8 +111,7 @@ async def _read(mix: MixRuntime, step: JudgeStep, query: str, latest: list[Propo
     model); a model it knows neither way is scored as unknown (by its prior over all models).
     """
     answers = [p["content"] for p in latest]
-    others = [name for name in step.read if name != "verifier"]
-    read = await aread_scores(others, query, answers, [p.get("logprob") for p in latest])
+    read = await aread_scores(step.read, query, answers, [p.get("logprob") for p in latest])
     if "verifier" in step.read:
         verifier = mix.verifiers[step.name]
         known = set(verifier.models)
@@ -124,7 +123,7 @@ async def _read(mix: MixRuntime, step: JudgeStep, query: str, latest: list[Propo
         ]
         for scores, probability in zip(read, verifier.score(query, answers, ids), strict=True):
             scores["verifier"] = probability
-    return [{name: scores[name] for name in step.read} for scores in read]
+    return read
 
 
 def _verdict(

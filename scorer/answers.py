@@ -203,7 +203,8 @@ def read_scores(judges: Sequence[str], query: str, answers: Sequence[str]) -> li
     """Return, for each answer, the score of each declared answer-reading judge (None: no opinion).
 
     Agreement compares the answers by the form the query asks for, or by their short text. 'code' and
-    'logprob' are left None here: `aread_scores` gives them (one runs a sandbox, the other reads call data).
+    'logprob' are left None here: `aread_scores` gives them (one runs a sandbox, the other reads call data);
+    so is 'verifier', which the judge step scores with its checkpoint (`moai.scorer.verifier`).
 
     Args:
         judges: Names out of `READ_JUDGES`.
