@@ -8,8 +8,8 @@ bench/results/cascade_<name>.json|png|md and bench/results/cascade.md (both tabl
 times with the CPU time used and the load of the machine, which other jobs may share).
 
 Targets (issue 10): RouterBench, GPT-4's quality at <= 0.65x its cost; GSM8K, >= 95% of GPT-4's accuracy
-at <= 0.65x its cost. A target counts as met only at an operating point chosen on the validation share
-of train (`quality`/`cost` for the first, `near_best` for the second); the cheapest test point of a curve
+at <= 0.65x its cost. A target counts as met only at an operating point chosen on out-of-fold runs over
+all of train (`quality`/`cost` for the first, `near_best` for the second); the cheapest test point of a curve
 that reaches the bar is also given, as the optimistic figure it is.
 
 Run from the repository root:  python bench/cascade.py [--data DIR] [--work DIR] [--jobs 2] [--only NAME]
@@ -76,7 +76,7 @@ def _markdown(name: str, command: str, report: dict[str, Any], kind: str, timing
 {command}
 ```
 
-{setup["fit_queries"]} fit + {setup["validation_queries"]} validation queries (train), {setup["test_queries"]} test
+{setup["train_queries"]} train queries (cross-fitted over {setup["folds"]} folds), {setup["test_queries"]} test
 queries; strong model {setup["strong"]}, cheap model {setup["cheap"]}; {setup["graph_runs"]} graph runs.
 Run time: {timing["wall_s"]:.0f} s wall, {timing["cpu_s"]:.0f} s CPU (this process and its workers), load average
 {timing["load_before"]:.1f} before and {timing["load_after"]:.1f} after on a {timing["cores"]}-core machine
@@ -86,7 +86,7 @@ shared with other jobs ({timing["machine"]}).
 {format_table(report)}
 ```
 
-Target ({point}, chosen on validation; the last column is the cheapest test point reaching the best
+Target ({point}, chosen on out-of-fold runs over train; the last column is the cheapest test point reaching the best
 single model's quality, an optimistic figure chosen on test):
 
 | method | test quality | cost vs {setup["strong"]} | target | curve: cost at best-1 quality |

@@ -1,27 +1,33 @@
 """`moai bench cascade`: mixes that read the answers, run as graphs on recorded answers of real models.
 
-What is trained or chosen is chosen on the train files only: the training queries are split by id into a
-fit part (the gate's scorer is trained on it, and the cheap models of each cascade are chosen on it) and
-a validation part (each method's operating point, a threshold or a cost weight, is the cheapest setting
-whose validation quality reaches the best single model's there, else the best-quality one; `near_best`
-is the same for 95% of it). Then, for
-each method and each setting of its grid, a real mix file (models `provider: replay`, replaying the test
-file) is compiled and run on every test query (`moai.replay_run`): every curve point is a graph run.
+What is trained or chosen is chosen on the train files only. The models of each method (the strong model,
+the cheap one, the agreement proposers) are chosen on all of train. What is learned (the gate's scorer, the
+verifier, the declared quality and price of the pool) is **cross-fitted**: the training queries are split
+by id into `FOLDS` folds, and each fold's queries are run with what was learned on the other folds, so
+every training query is a validation query of a method that never saw it. Each method's operating point
+(a threshold or a cost weight) is the cheapest setting whose quality over those out-of-fold runs reaches
+the best single model's there, else the best-quality one; `near_best` is the same for 95% of it. Then
+what is learned is learned again on all of train, and, for each method and each setting of its grid, a
+real mix file (models `provider: replay`, replaying the test file) is compiled and run on every test
+query (`moai.replay_run`): every curve point is a graph run.
 
 Methods:
 
-- `best_single`: the model with the best quality on the fit part (ties: cheaper), alone;
-- `gate`: pre-inference routing over the whole pool, with a kNN scorer trained on the fit part; the
+- `best_single`: the model with the best quality on train (ties: cheaper), alone;
+- `gate`: pre-inference routing over the whole pool, with a kNN scorer trained on train; the
   curve is over the gate's cost weight `objective.alpha`;
-- `agreement`: two or three cheap models (chosen on the fit part) propose; when they do not all agree,
+- `agreement`: two or three cheap models (chosen on train) propose; when they do not all agree,
   the strong model (the best single one) answers; the curve is over the judge's `score_at_least`;
 - `form`, `arithmetic`, `code`: the best cheap model answers; the strong model answers when the judge's
   score is below the threshold (a query where the judge has no opinion is decided by the model's prior);
-- `verifier`: the same with the learned verifier's P(right), the verifier trained on the fit part only
+- `verifier`: the same with the learned verifier's P(right), the verifier trained on train only
   (`moai.scorer.verifier.train_verifier`, as `moai scorer train-verifier` does);
 - `combined`: the agreement proposers (or the best cheap model) judged by every answer-reading judge
   together (the verifier's P(right) among them), blended with the gate's kNN prior at a weight chosen on
   validation (with the verifier declared, the verifier stands for that prior).
+
+Cross-fitting replaces a held-out validation share: with 300 training queries (GSM8K here) a quarter of
+them chose operating points by noise, and the verifier learned from three quarters only.
 
 `logprob` is not run: recorded answers carry no token log-probabilities.
 """
@@ -45,16 +51,16 @@ from moai.scorer.benchmark.cascade import CHEAP_SHARE, choose_proposers, curve_e
 from moai.scorer.benchmark.evaluate import oracle
 from moai.scorer.data.responses import responses_index
 from moai.scorer.data.routing import RoutingData, load
-from moai.scorer.data.split import is_test_id
+from moai.scorer.data.split import fold_of
 from moai.scorer.select import TYPICAL_PROMPT_TOKENS
 
 if TYPE_CHECKING:
     from moai.scorer.encoders import TextEncoder
 
-__all__ = ["VALIDATION_SHARE", "cascade_bench"]
+__all__ = ["FOLDS", "cascade_bench"]
 
-VALIDATION_SHARE = 0.25
-"""Share of the training queries (by id) that chooses each method's operating point."""
+FOLDS = 4
+"""Folds of the training queries (by id) for cross-fitting: each fold is run with what the others taught."""
 THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 1.0)
 """The judges' `stop_when.score_at_least` grid."""
 AGREEMENT_THRESHOLDS = (0.0, 0.5, 1.0)
@@ -64,13 +70,17 @@ COMBINED_THRESHOLDS = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
 ALPHAS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 1.0)
 """The gate's cost weight grid."""
 PRIOR_WEIGHTS = (0.25, 0.5, 0.75)
-"""Weights of the gate's prior in the combined judge's blend, chosen on validation."""
+"""Weights of the gate's prior in the combined judge's blend, chosen on out-of-fold runs."""
 NEAR_SHARE = 0.95
-"""`near_best`: the cheapest setting reaching this share of the best single model's validation quality."""
+"""`near_best`: the cheapest setting reaching this share of the best single model's out-of-fold quality."""
 VERIFIER_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.65, 0.7, 0.725, 0.75, 0.775, 0.8, 0.85, 0.9)
 """The verifier cascade's grid: the verifier's P(right) of the cheap model's answer."""
 SCORER_ENCODER = "static-minilm"
 """The gate scorer's encoder: fast enough to score every query of every run (about a millisecond)."""
+
+
+MixBuilder = Callable[[Mapping[str, Any], str, "Learned"], dict[str, Any]]
+"""Builds the mix of a setting, replaying the given responses file, with what was learned (`Learned`)."""
 
 
 @dataclass
@@ -80,8 +90,7 @@ class Method:
     name: str
     description: str
     settings: list[dict[str, Any]]
-    mix: Callable[[Mapping[str, Any], str], dict[str, Any]]
-    """Builds the mix of a setting, replaying the given responses file."""
+    mix: MixBuilder
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -120,30 +129,56 @@ def _queries(data: RoutingData) -> list[tuple[str, str]]:
     return list(zip(data.ids, data.prompts, strict=True))
 
 
-def _train_scorer(fit: RoutingData, folder: Path, seed: int, quiet: bool, encoder: TextEncoder | None) -> Path:
-    """Train the gate's kNN scorer on the fit queries (their prompts as the gate sees them) and save it."""
+def _pooled(parts: Sequence[tuple[Mapping[str, Any], int]]) -> dict[str, Any]:
+    """Return the summary of runs over several folds from each fold's summary and number of queries."""
+    n = sum(count for _, count in parts)
+    out: dict[str, Any] = {
+        key: sum(p[key] * count for p, count in parts) / n for key in ("quality", "cost", "strong_share")
+    }
+    out["failed"] = sum(p["failed"] for p, _ in parts)
+    return out
+
+
+def _train_scorer(fit: RoutingData, folder: Path, seed: int, encoder: TextEncoder) -> str:
+    """Train the gate's kNN scorer on these queries (their prompts as the gate sees them), save it, name it."""
     from moai.scorer.checkpoint import save
-    from moai.scorer.encoders import make_encoder
     from moai.scorer.encoders.sentence import cached_encode
     from moai.scorer.predictors.registry import make
 
-    encoder = encoder or make_encoder(SCORER_ENCODER, threads=2)
-    emb = cached_encode(encoder, list(fit.prompts), progress=not quiet)
+    emb = cached_encode(encoder, list(fit.prompts), progress=False)
     predictor = make("knn", encoder=encoder)
     predictor.fit(emb, fit.scores, fit.models, seed, tasks=fit.tasks, costs=fit.costs)
     save(predictor, folder, data={"hash": fit.fingerprint(), "train_queries": len(fit)})
-    return folder
+    return folder.name
+
+
+def _train_verifier(
+    examples: Sequence[Any], ids: set[str], responses: Path, folder: Path, seed: int, encoder: TextEncoder
+) -> str | None:
+    """Train the `verifier` judge on the graded answers to these queries only, save it, name it.
+
+    Returns:
+        The folder's name (the mix files lie beside it), or None when the answers are all right or all wrong.
+    """
+    from moai.scorer.verifier import save_verifier, train_verifier
+
+    chosen = [e for e in examples if e.id in ids]
+    if len({e.score >= 0.5 for e in chosen}) < 2:
+        return None
+    model = train_verifier(chosen, encoder=encoder, seed=seed)
+    save_verifier(model, folder, data={"files": [str(responses)], "queries": len(ids)})
+    return folder.name
 
 
 class _Pool:
-    """The replay models of the mixes: declared quality and price from the fit queries."""
+    """The replay models of the mixes: declared quality and price from training queries."""
 
-    def __init__(self, quality: Mapping[str, float], cost: Mapping[str, float]) -> None:
-        self.quality, self.cost = quality, cost
+    def __init__(self, data: RoutingData) -> None:
+        self.quality, self.cost = _means(data)
 
     def models(self, names: Sequence[str], responses: str) -> dict[str, Any]:
-        # The price makes a typical call cost the model's mean cost on the fit queries, so the gate's cost
-        # order and cost weight see what the data says; what each run costs is the recorded cost.
+        # The price makes a typical call cost the model's mean cost on the training queries, so the gate's
+        # cost order and cost weight see what the data says; what each run costs is the recorded cost.
         return {
             name: {
                 "provider": "replay",
@@ -156,12 +191,32 @@ class _Pool:
         }
 
 
-def _single(pool: _Pool, model: str) -> Callable[[Mapping[str, Any], str], dict[str, Any]]:
-    def mix(setting: Mapping[str, Any], responses: str) -> dict[str, Any]:
+@dataclass
+class Learned:
+    """What the mixes use that is learned from training queries: once per fold, and once on all of train."""
+
+    pool: _Pool
+    scorer: str
+    """The gate scorer's checkpoint folder, named relative to the mix files."""
+    verifier: str | None
+    """The verifier's checkpoint folder, or None (nothing to learn from)."""
+
+
+def _learn(
+    data: RoutingData, examples: Sequence[Any], responses: Path, folder: Path, tag: str, seed: int, encoder: TextEncoder
+) -> Learned:
+    """Learn the pool's figures, the gate's scorer and the verifier from these training queries."""
+    scorer = _train_scorer(data, folder / f"gate_scorer{tag}", seed, encoder)
+    verifier = _train_verifier(examples, set(data.ids), responses, folder / f"verifier{tag}", seed, encoder)
+    return Learned(_Pool(data), scorer, verifier)
+
+
+def _single(model: str) -> MixBuilder:
+    def mix(setting: Mapping[str, Any], responses: str, learned: Learned) -> dict[str, Any]:
         return {
             "name": "best_single",
             "description": f"{model} alone.",
-            "models": pool.models([model], responses),
+            "models": learned.pool.models([model], responses),
             "steps": [{"kind": "propose", "name": "answer"}],
             "aggregate": {"mode": "last"},
         }
@@ -169,13 +224,18 @@ def _single(pool: _Pool, model: str) -> Callable[[Mapping[str, Any], str], dict[
     return mix
 
 
-def _gate(pool: _Pool, models: Sequence[str], scorer: str) -> Callable[[Mapping[str, Any], str], dict[str, Any]]:
-    def mix(setting: Mapping[str, Any], responses: str) -> dict[str, Any]:
+def _gate(models: Sequence[str]) -> MixBuilder:
+    def mix(setting: Mapping[str, Any], responses: str, learned: Learned) -> dict[str, Any]:
         return {
             "name": "gate",
             "description": "Route each query to one model before any answer, on a kNN scorer's prediction.",
-            "models": pool.models(models, responses),
-            "gate": {"scorer": scorer, "order": "score", "top_k": 1, "objective": {"alpha": setting["alpha"]}},
+            "models": learned.pool.models(models, responses),
+            "gate": {
+                "scorer": learned.scorer,
+                "order": "score",
+                "top_k": 1,
+                "objective": {"alpha": setting["alpha"]},
+            },
             "steps": [{"kind": "propose", "name": "answer"}],
             "aggregate": {"mode": "last"},
         }
@@ -184,22 +244,28 @@ def _gate(pool: _Pool, models: Sequence[str], scorer: str) -> Callable[[Mapping[
 
 
 def _cascade(
-    pool: _Pool,
     name: str,
     proposers: Sequence[str],
     strong: str,
     read: Sequence[str],
-    scorer: str = "priors",
-    judge: Mapping[str, Any] | None = None,
-) -> Callable[[Mapping[str, Any], str], dict[str, Any]]:
-    def mix(setting: Mapping[str, Any], responses: str) -> dict[str, Any]:
+    *,
+    prior: bool = False,
+) -> MixBuilder:
+    """A cascade: the proposers answer; the strong model answers when the judges score them low.
+
+    Args:
+        prior: The gate's scorer gives the judge its prior (else the models' declared quality does).
+    """
+
+    def mix(setting: Mapping[str, Any], responses: str, learned: Learned) -> dict[str, Any]:
+        judge: dict[str, Any] = {"verifier": learned.verifier} if "verifier" in read else {}
         return {
             "name": name,
             "description": f"{', '.join(proposers)} answer first; {strong} answers when the judges "
             f"({', '.join(read)}) score them below the threshold.",
-            "models": pool.models([*proposers, strong], responses),
+            "models": learned.pool.models([*proposers, strong], responses),
             "gate": {
-                "scorer": scorer,
+                "scorer": learned.scorer if prior else "priors",
                 "candidates": [*proposers, strong],
                 "order": "cost",
                 "top_k": len(proposers),
@@ -217,29 +283,12 @@ def _cascade(
                     "otherwise": "try",
                     "then_select": "next",
                 }
-                | dict(judge or {}),
+                | judge,
             ],
             "aggregate": {"mode": "last"},
         }
 
     return mix
-
-
-def _train_verifier(responses: Path, ids: set[str], folder: Path, seed: int, encoder: TextEncoder | None) -> str | None:
-    """Train the `verifier` judge on the graded answers to the fit queries only; save it.
-
-    Returns:
-        The folder's name: the mix files lie beside it.
-    """
-    from moai.scorer.encoders import make_encoder
-    from moai.scorer.verifier import read_examples, save_verifier, train_verifier
-
-    examples = [e for e in read_examples([responses]) if e.id in ids]
-    if len({e.score >= 0.5 for e in examples}) < 2:
-        return None  # nothing to learn from: the fit answers are all right or all wrong
-    model = train_verifier(examples, encoder=encoder or make_encoder(SCORER_ENCODER), seed=seed)
-    save_verifier(model, folder, data={"files": [str(responses)], "queries": len(ids)})
-    return folder.name
 
 
 def _mix_text(mix: Mapping[str, Any], comment: str) -> str:
@@ -265,7 +314,7 @@ def cascade_bench(
         train_files: Responses files to train and choose on.
         test_files: Responses files to measure on (no id of theirs may be in the train files).
         work: Folder for the mix files of every point and the gate's scorer checkpoint.
-        seed: Seeds the validation split and the scorer.
+        seed: Seeds the folds, the scorer and the verifier.
         concurrency: Graph runs in flight at once in each process.
         jobs: Mix files run at once, each in its own process (1: all in this one).
         extra_read: Further answer-reading judges (beside agreement, form, arithmetic, code, verifier) to try.
@@ -291,38 +340,40 @@ def cascade_bench(
         raise ValueError("the train files record no costs: a cascade trades cost for quality, and needs them")
     train_responses = _merged(train_files, folder, "train_responses")
     test_responses = _merged(test_files, folder, "test_responses")
-    # Salted apart from `moai dataset split`'s hash: with the same seed, its train side would hold no validation ids.
-    is_val = np.array([is_test_id(f"validation:{i}", VALIDATION_SHARE, seed) for i in train.ids])
-    if is_val.all() or not is_val.any():
-        raise ValueError(f"too few training queries ({len(train)}) to hold out a validation share")
-    fit, val = train.subset(np.flatnonzero(~is_val)), train.subset(np.flatnonzero(is_val))
-    quality, cost = _means(fit)
-    pool = _Pool(quality, cost)
+    fold = np.array([fold_of(i, FOLDS, seed) for i in train.ids])
+    if len(set(fold.tolist())) < FOLDS:
+        raise ValueError(f"too few training queries ({len(train)}) to cross-fit over {FOLDS} folds")
+    quality, cost = _means(train)
     strong = max(models, key=lambda m: (quality[m], -cost[m]))
     cheap_models = [m for m in models if m != strong and cost[m] <= CHEAP_SHARE * cost[strong]]
     cheap = max(cheap_models, key=lambda m: (quality[m], -cost[m])) if cheap_models else None
-    index = responses_index(train_responses)
-    proposers, choice = choose_proposers(fit, index, strong)
+    proposers, choice = choose_proposers(train, responses_index(train_responses), strong)
     _say(
         quiet,
-        f"fit {len(fit)}, validation {len(val)}, test {len(test)} queries; strong {strong}, cheap {cheap}, "
+        f"train {len(train)} ({FOLDS} folds), test {len(test)} queries; strong {strong}, cheap {cheap}, "
         f"agreement proposers {proposers or 'none'}",
     )
-    scorer_start = time.perf_counter()
-    # Checkpoints are named relative to the mix files, which lie beside them: a report's mix re-runs from
-    # that folder wherever the folder is moved.
-    scorer = _train_scorer(fit, folder / "gate_scorer", seed, quiet, encoder).name
-    scorer_s = time.perf_counter() - scorer_start
-    timings_setup: dict[str, float] = {"scorer_train_s": round(scorer_s, 2)}
+
+    from moai.scorer.encoders import make_encoder
+    from moai.scorer.verifier import read_examples
+
+    learn_start = time.perf_counter()
+    encoder = encoder or make_encoder(SCORER_ENCODER, threads=2)
+    examples = read_examples([train_responses]) if cheap is not None else []
+    folds = [train.subset(np.flatnonzero(fold == f)) for f in range(FOLDS)]
+    learned = [
+        _learn(train.subset(np.flatnonzero(fold != f)), examples, train_responses, folder, f"-fold{f}", seed, encoder)
+        for f in range(FOLDS)
+    ]
+    final = _learn(train, examples, train_responses, folder, "", seed, encoder)
+    learn_s = time.perf_counter() - learn_start
+    _say(quiet, f"learned the scorer and the verifier {FOLDS + 1} times in {learn_s:.1f}s")
 
     thresholds = [{"threshold": t} for t in THRESHOLDS]
     methods = [
-        Method("best_single", f"{strong} alone (the best on the fit queries)", [{}], _single(pool, strong)),
+        Method("best_single", f"{strong} alone (the best on train)", [{}], _single(strong)),
         Method(
-            "gate",
-            "pre-inference routing over the pool, kNN scorer",
-            [{"alpha": a} for a in ALPHAS],
-            _gate(pool, models, scorer),
+            "gate", "pre-inference routing over the pool, kNN scorer", [{"alpha": a} for a in ALPHAS], _gate(models)
         ),
     ]
     skipped: dict[str, str] = {}
@@ -332,18 +383,14 @@ def cascade_bench(
                 "agreement",
                 f"{' + '.join(proposers)} agree, else {strong}",
                 [{"threshold": t} for t in AGREEMENT_THRESHOLDS],
-                _cascade(pool, "agreement", proposers, strong, ["agreement"]),
+                _cascade("agreement", proposers, strong, ["agreement"]),
                 {"proposers": choice},
             )
         )
     else:
         skipped["agreement"] = choice.get("reason", "no proposers")
-    verifier = None
-    if cheap is not None:
-        fit_ids = set(fit.ids)
-        verifier_start = time.perf_counter()
-        verifier = _train_verifier(train_responses, fit_ids, folder / "verifier", seed, encoder)
-        timings_setup["verifier_train_s"] = round(time.perf_counter() - verifier_start, 2)
+    # The verifier's methods need one learned on every fold and on all of train.
+    verifier = all(x.verifier for x in (*learned, final))
     if cheap is not None:
         extra = ["code", *extra_read]
         for judge in ("form", "arithmetic", *extra):
@@ -352,21 +399,23 @@ def cascade_bench(
                     judge,
                     f"{cheap}, else {strong} when {judge} is low",
                     thresholds,
-                    _cascade(pool, judge, [cheap], strong, [judge]),
+                    _cascade(judge, [cheap], strong, [judge]),
                 )
             )
-        if verifier is not None:
+        if verifier:
             methods.append(
                 Method(
                     "verifier",
-                    f"{cheap}, else {strong} when the verifier's P(right), trained on the fit queries, is low",
+                    f"{cheap}, else {strong} when the verifier's P(right), trained on train, is low",
                     [{"threshold": t} for t in VERIFIER_THRESHOLDS],
-                    _cascade(pool, "verifier", [cheap], strong, ["verifier"], judge={"verifier": verifier}),
+                    _cascade("verifier", [cheap], strong, ["verifier"]),
                 )
             )
+        else:
+            skipped["verifier"] = "the training answers of a fold are all right or all wrong"
         first = proposers or [cheap]
         read = (["agreement"] if proposers else []) + ["form", "arithmetic", *extra]
-        if verifier is not None:
+        if verifier:
             read.append("verifier")
         methods.append(
             Method(
@@ -374,29 +423,29 @@ def cascade_bench(
                 f"{' + '.join(first)}, judged by {', '.join(read)} with the gate's prior, else {strong}",
                 # With the verifier declared, prior_weight is not applied (the verifier stands for the prior).
                 [{"threshold": t, "prior_weight": PRIOR_WEIGHTS[0]} for t in VERIFIER_THRESHOLDS]
-                if verifier is not None
+                if verifier
                 else [{"threshold": t, "prior_weight": w} for w in PRIOR_WEIGHTS for t in COMBINED_THRESHOLDS],
-                _cascade(
-                    pool, "combined", first, strong, read, scorer, judge={"verifier": verifier} if verifier else None
-                ),
+                _cascade("combined", first, strong, read, prior=True),
             )
         )
     else:
         skipped["cascades"] = f"no model costs at most {CHEAP_SHARE:.0%} of {strong}'s"
 
-    val_queries, test_queries = _queries(val), _queries(test)
+    # Each setting runs once per fold (on that fold's queries, with what the other folds taught) and once on test.
+    sides = [(f"val{f}", train_responses, _queries(folds[f]), learned[f]) for f in range(FOLDS)] + [
+        ("test", test_responses, _queries(test), final)
+    ]
     tasks: list[tuple[str, Sequence[tuple[str, str]], Sequence[str], int]] = []
     texts: dict[tuple[str, str, int], str] = {}
     for method in methods:
         for i, setting in enumerate(method.settings):
-            sides = (("val", train_responses, val_queries), ("test", test_responses, test_queries))
-            for phase, responses, queries in sides:
+            for phase, responses, queries, taught in sides:
                 comment = (
                     f"moai bench cascade: method {method.name}, setting {dict(setting)}\n"
                     f"trained and chosen on {', '.join(map(str, train_files))} (seed {seed}); replays {responses}"
                 )
-                text = _mix_text(method.mix(setting, str(responses)), comment)
-                path = folder / f"{method.name}-{phase}{i}.yaml"
+                text = _mix_text(method.mix(setting, str(responses), taught), comment)
+                path = folder / f"{method.name}-{phase}-{i}.yaml"
                 path.write_text(text, encoding="utf-8")
                 texts[(method.name, phase, i)] = text
                 tasks.append((str(path), queries, [strong], concurrency))
@@ -408,19 +457,22 @@ def cascade_bench(
     for method in methods:
         seconds = 0.0
         for setting in method.settings:
-            for phase in ("val", "test"):
+            per_fold = []
+            for phase, _, queries, _ in sides:
                 summary, took = next(results)
                 seconds += took
-                (val_points if phase == "val" else test_points).setdefault(method.name, []).append(
-                    dict(setting) | summary
-                )
+                if phase == "test":
+                    test_points.setdefault(method.name, []).append(dict(setting) | summary)
+                else:
+                    per_fold.append((summary, len(queries)))
+            val_points.setdefault(method.name, []).append(dict(setting) | _pooled(per_fold))
         timings[method.name] = round(seconds, 2)
         _say(
             quiet,
-            f"  {method.name}: {len(method.settings)} settings x ({len(val_queries)} validation + "
-            f"{len(test_queries)} test) runs, {seconds:.1f}s of work",
+            f"  {method.name}: {len(method.settings)} settings x ({len(train)} out-of-fold + {len(test)} test) "
+            f"runs, {seconds:.1f}s of work",
         )
-    # best_single's validation quality is every method's bar: an operating point must reach it there.
+    # best_single's out-of-fold quality is every method's bar: an operating point must reach it there.
     bar_val = val_points["best_single"][0]["quality"]
     chosen = {name: operating_point(points, bar_val) for name, points in val_points.items()}
 
@@ -465,20 +517,20 @@ def cascade_bench(
             "train_files": [str(p) for p in train_files],
             "test_files": [str(p) for p in test_files],
             "seed": seed,
-            "fit_queries": len(fit),
-            "validation_queries": len(val),
+            "train_queries": len(train),
+            "folds": FOLDS,
             "test_queries": len(test),
             "models": models,
             "strong": strong,
             "cheap": cheap,
-            "scorer": {"method": "knn", "encoder": SCORER_ENCODER, "checkpoint": scorer, "train_s": round(scorer_s, 2)},
+            "scorer": {"method": "knn", "encoder": encoder.name, "checkpoint": final.scorer},
             "skipped": skipped,
             "has_costs": True,
-            "verifier": verifier,
-            **timings_setup,
+            "verifier": final.verifier if verifier else None,
+            "learn_s": round(learn_s, 2),
             "concurrency": concurrency,
             "jobs": jobs,
-            "graph_runs": sum(len(m.settings) * (len(val_queries) + len(test_queries)) for m in methods),
+            "graph_runs": sum(len(m.settings) * (len(train) + len(test)) for m in methods),
             "wall_s": round(time.perf_counter() - start, 2),
         },
         "models": singles,

@@ -7,7 +7,7 @@ The graph runs themselves belong to the surface (`moai.cascade_bench`); what is 
 - `curve_entry`: one method's report entry from its points (each point a graph run over the test queries),
   with the keys of `moai bench routing` (`quality`, `cost`, `curve`, `cost_at_best_single_quality`,
   `quality_at_best_single_cost`, ...);
-- `operating_point`: the point chosen on a validation share of train (never on test);
+- `operating_point`: the point chosen on out-of-fold runs over train (never on test);
 - `format_table`: the printed table, which says when a method does not beat the best single model.
 """
 
@@ -124,7 +124,7 @@ def curve_entry(
     Args:
         points: One dict per setting, each with `quality` and `cost` (means over the test queries) and
             whatever describes the setting.
-        chosen: Index of the operating point (chosen on validation, never on test).
+        chosen: Index of the operating point (chosen on out-of-fold runs over train, never on test).
         best_single: The best single model's test `quality` and `cost`.
         cost_range: (cheapest, dearest) single model's test cost, for the AIQ.
     """
@@ -156,8 +156,9 @@ def curve_entry(
 def format_table(report: Mapping[str, Any]) -> str:
     """Return the report as a plain-text table: one line per method, then the references.
 
-    'beats best-1' is the operating point's verdict (chosen on validation): 'NO' when the method does
-    not beat the best single model there; the curve's own best reading is in the '$ @ best-1 q' columns.
+    'beats best-1' is the operating point's verdict (chosen on out-of-fold runs over train): 'NO' when the
+    method does not beat the best single model there; the curve's own best reading is in the '$ @ best-1 q'
+    columns.
     """
     bs, orc = report["best_single"], report["oracle"]
     header = ("method", "quality", "cost $", "ratio", "$ @ best-1 q", "ratio", "q @ best-1 $", "AIQ", "beats best-1")

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
 
-__all__ = ["MAX_SPLIT_BYTES", "is_test_id", "split_file"]
+__all__ = ["MAX_SPLIT_BYTES", "fold_of", "is_test_id", "split_file"]
 
 MAX_SPLIT_BYTES = 2 * 2**30
 """Most bytes of (uncompressed) text read from one file to split."""
@@ -32,8 +32,20 @@ def is_test_id(query_id: str, test_share: float, seed: int = 0) -> bool:
         test_share: Share of ids that go to test, in [0, 1].
         seed: Seed of the split: another seed, another (equally sized) split.
     """
-    digest = hashlib.blake2b(f"{seed}\x1f{query_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 < test_share
+    return _unit(f"{seed}\x1f{query_id}") < test_share
+
+
+def fold_of(query_id: str, folds: int, seed: int = 0) -> int:
+    """Return the fold (0 to `folds` - 1) of the query with this id, for cross-fitting on training queries.
+
+    Salted apart from `is_test_id`: with the same seed, the folds of a train side are still equally sized.
+    """
+    return min(int(_unit(f"fold:{seed}\x1f{query_id}") * folds), folds - 1)
+
+
+def _unit(key: str) -> float:
+    """Return a number in [0, 1) that the key fixes (the same on every machine and Python)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
 
 
 def _reader(path: Path) -> gzip.GzipFile | BinaryIO:
