@@ -38,6 +38,7 @@ __all__ = [
     "READ_JUDGES",
     "Form",
     "agreement",
+    "annotation_score",
     "aread_scores",
     "arithmetic_score",
     "form_score",
@@ -197,6 +198,34 @@ def arithmetic_score(answer: str) -> float | None:
     """
     right = total = 0
     for value, written in _equations(_tail(answer)):
+        total += 1
+        if value is not None and _close(value, written):
+            right += 1
+        if total >= MAX_EQUATIONS:
+            break
+    return right / total if total else None
+
+
+def annotation_score(answer: str) -> float | None:
+    """Return the share of the calculator annotations an answer writes ('<<150/10*5=75>>') whose result is right.
+
+    The annotations GSM8K-trained models write beside their working, recomputed as `arithmetic_score`
+    recomputes them (parentheses too), and read alone: a model's own calculator notes tell more of it
+    than the equations of its prose. An annotation that is not plain arithmetic is skipped; the first
+    `MAX_EQUATIONS` read count. None when none is read.
+
+    Args:
+        answer: A model's answer.
+    """
+    right = total = 0
+    for match in _ANNOTATION.finditer(_tail(answer)):
+        try:
+            value = _compute(match[1])
+        except _Unreadable:
+            continue
+        written = _number(match[2])
+        if written is None:
+            continue
         total += 1
         if value is not None and _close(value, written):
             right += 1
