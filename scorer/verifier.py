@@ -6,12 +6,10 @@ A logistic regression over features that are computed from the texts, never obey
   answer has it, the share of its written arithmetic that is right (each with a missing-indicator);
 - plain facts of the answer: its length (log), lines, hedging and refusal phrases, a final-answer marker,
   a code block and whether its Python parses, how much of it repeats the query, whether its final number
-  is whole and was worked out before the end; its last line (only a final answer, or more; its length),
-  whether the final number is the result of the last equation or one of the query's own numbers, the
-  share of the query's numbers it uses, how many final answers it gives, a negative final number, the
-  share of its calculator annotations ('<<2*3=6>>') that are right (with a missing-indicator); each
-  also times the form the query asks for (choice, number, none), since what tells a right answer
-  differs by task;
+  is whole, was worked out before the end and is the result of the last equation of the working, the
+  share of the query's numbers it uses, the share of its calculator annotations ('<<2*3=6>>') that are
+  right (with a missing-indicator); each also times the form the query asks for (choice, number, none),
+  since what tells a right answer differs by task;
 - the model's identity (one-hot over the models it was trained on; an unknown model gets none, and an
   'unknown' flag that training learns by hiding the identity of a share of its rows);
 - the **prior**: how often this model was right on the training queries nearest to this one (a kNN over
@@ -98,12 +96,8 @@ QUERY_CHARS = 4_000
 """Characters of a query (after its known few-shot prefix, the last ones) that are embedded."""
 CODE_CHARS = 10_000
 """Characters of code that are parsed to tell whether it is valid Python."""
-LINE_CHARS = 200
-"""Characters of an answer's last line beyond which it is not read as a clean final answer."""
 MAX_NUMBERS = 500
 """Numbers of a query, and of an answer, that are compared (the query's last ones, the answer's last ones)."""
-MAX_FINALS = 3
-"""Final-answer markers counted; more count as this many."""
 K = 20
 """Neighbours of the kNN prior where no cross-validation chooses them."""
 K_GRID = (10, 25, 50, 100)
@@ -136,13 +130,6 @@ _AMOUNT = r"\d{1,30}(?:,\d{3}){0,10}(?:\.\d{1,30})?"
 _NUMBER_TEXT = re.compile(rf"(?<![\d.]){_AMOUNT}")
 # The result of an equation or calculator annotation: '= 75', '= $75', '<<150/10*5=75>>'.
 _RESULT = re.compile(rf"=[ \t]{{0,4}}\$?[ \t]{{0,2}}(-?{_AMOUNT})")
-# A last line that is only a final answer: a marker and/or a number ('#### 75', 'The answer is $1,200.').
-_SIGNED = rf"-?\$?[ \t]{{0,2}}-?{_AMOUNT}"
-_CLEAN_FINAL = re.compile(
-    r"(?:####|the (?:final )?answer is:?|(?:final )?answer:)?[ \t]{0,4}"
-    rf"(?:{_SIGNED}|\$?\\boxed\{{[ \t]{{0,2}}(?:{_SIGNED})?[ \t]{{0,2}}\}}\$?)?[ \t]{{0,2}}\.?",
-    re.IGNORECASE,
-)
 
 _PLAIN: tuple[str, ...] = (
     "answer_chars",
@@ -167,13 +154,8 @@ _PLAIN: tuple[str, ...] = (
     "final_integer",
     "final_in_work",
     "equations",
-    "final_line_clean",
-    "final_line_chars",
     "final_is_last_result",
-    "final_in_query",
     "query_numbers_used",
-    "finals",
-    "final_negative",
     "annotations",
     "annotations_missing",
 )
@@ -239,27 +221,24 @@ def _numbers(text: str) -> set[Decimal]:
     return {v for v in map(_decimal, _NUMBER_TEXT.findall(text)[-MAX_NUMBERS:]) if v is not None}
 
 
-def _final_line(tail: str, key: str | None, query: str) -> list[float]:
-    """Return the features of an answer's last line and its final number `key` (see `TEXT_FEATURES`)."""
+def _worked(tail: str, key: str | None, query: str) -> tuple[float, float]:
+    """Return (the final number `key` is the working's last result, the share of the query's numbers used).
+
+    The working is all but the last line; its last result is the number after its last '=' (an equation's
+    or a calculator annotation's). The share counts the query's distinct numbers that the answer writes
+    (1.0 when the query has none): a solution that leaves a given out has often misread the question.
+    """
     text = tail.rstrip()
-    cut = text.rfind("\n")
-    last, working = text[cut + 1 :].strip(), text[: cut + 1]
-    clean = bool(last) and len(last) <= LINE_CHARS and _CLEAN_FINAL.fullmatch(last) is not None
-    final = _decimal(key) if key is not None else None
+    working = text[: text.rfind("\n") + 1]
     last_result = None
     for match in _RESULT.finditer(working):
         last_result = match[1]
+    final = _decimal(key) if key is not None else None
     asked = _numbers(query[-ANSWER_CHARS:])
-    used = len(asked & _numbers(tail)) / len(asked) if asked else 1.0
-    return [
-        float(clean),
-        min(math.log1p(len(last)), 10.0) / 10,
+    return (
         float(final is not None and last_result is not None and _decimal(last_result) == final),
-        float(final is not None and final in asked),
-        used,
-        min(len(_FINAL.findall(tail)), MAX_FINALS) / MAX_FINALS,
-        float(final is not None and final < 0),
-    ]
+        len(asked & _numbers(tail)) / len(asked) if asked else 1.0,
+    )
 
 
 def answer_features(query: str, answer: str) -> list[float]:
@@ -307,7 +286,7 @@ def answer_features(query: str, answer: str) -> list[float]:
         float(not tail.strip()),
         *_final_number(tail, key),
         min(math.log1p(tail.count("=")), 4.0) / 4,
-        *_final_line(tail, key, query),
+        *_worked(tail, key, query),
         read_annotations or 0.0,
         float(read_annotations is None),
     ]

@@ -10,6 +10,7 @@ from moai.scorer.answers import (
     MAX_DEPTH,
     MAX_EQUATIONS,
     agreement,
+    annotation_score,
     arithmetic_score,
     form_score,
     normalise,
@@ -137,6 +138,14 @@ RISSA = (
 )
 def test_a_calculator_annotation_with_parentheses_is_recomputed_whole(answer: str, score: float | None) -> None:
     assert arithmetic_score(answer) == score
+
+
+def test_annotation_score_reads_the_calculator_annotations_alone() -> None:
+    assert annotation_score(RISSA) == pytest.approx(2 / 3)  # its prose equations are not read here
+    assert annotation_score("2 + 2 = 5, and <<3*4=12>>12") == 1.0
+    assert annotation_score("<<20% of 50=10>> and <<5/0=1>>") == 0.0  # skipped; a division by zero is wrong
+    assert annotation_score("2 + 2 = 4") is None
+    assert annotation_score("<<1+1=2>>" * 20_000 + "<<1+1=3>>") == 1.0  # the first MAX_EQUATIONS count
 
 
 @pytest.mark.parametrize(
