@@ -135,6 +135,8 @@ def test_an_answer_cannot_raise_its_own_score_by_what_it_says(trained: Any) -> N
 
 def test_text_features_are_bounded_on_any_input() -> None:
     hostile = ["", "(" * 50_000, "```python\n" + "(" * 5000 + "\n```", "1+" * 20_000 + "1 = 3", "\x00\ud800" * 100]
+    hostile += ["<<" + "(" * 50_000 + "1+1" + ")" * 50_000 + "=2>>", "<<(1+1)=2>>" * 10_000, "1, " * 50_000]
+    hostile += ["= " + "9" * 100_000 + "\n#### " + "9" * 100_000, "-1.5 = -1.5\n" * 10_000]
     for text in hostile:
         values = answer_features(text, text)
         assert all(np.isfinite(values)) and all(-1e-9 <= v <= 1.5 for v in values)
