@@ -8,15 +8,17 @@ asks for no particular form; an answer that writes no arithmetic).
 Every function is bounded on any input: only the last `MAX_ANSWER_CHARS` characters of an answer and
 the first `MAX_QUERY_CHARS` of a query are read, every pattern is linear (bounded repetitions, no nested
 quantifiers), numbers longer than `MAX_DIGITS` digits are skipped, at most `MAX_EQUATIONS` equations of
-at most `MAX_OPERATIONS` operations each are recomputed, with `Decimal` at a fixed precision and no eval.
+at most `MAX_OPERATIONS` operations each (or calculator annotations of at most `MAX_EXPRESSION_CHARS`
+characters and `MAX_DEPTH` nested parentheses) are recomputed, with `Decimal` at a fixed precision and no eval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 from typing import Literal
 
@@ -27,13 +29,16 @@ from moai.scorer.logprob import logprob_score
 
 __all__ = [
     "MAX_ANSWER_CHARS",
+    "MAX_DEPTH",
     "MAX_DIGITS",
     "MAX_EQUATIONS",
+    "MAX_EXPRESSION_CHARS",
     "MAX_OPERATIONS",
     "MAX_QUERY_CHARS",
     "READ_JUDGES",
     "Form",
     "agreement",
+    "annotation_score",
     "aread_scores",
     "arithmetic_score",
     "form_score",
@@ -52,6 +57,10 @@ MAX_EQUATIONS = 50
 """Equations of one answer that are recomputed; the first ones count."""
 MAX_OPERATIONS = 8
 """Operations of one equation's left side ('1 + 2 * 3 = 7' has two)."""
+MAX_EXPRESSION_CHARS = 200
+"""Characters of a calculator annotation's expression ('<<(2 + 3) * 4=20>>') beyond which it is skipped."""
+MAX_DEPTH = 8
+"""Nesting of parentheses in an annotation's expression beyond which it is skipped."""
 MAX_SHORT_TEXT = 200
 """Characters of the normalised last line that a short-text answer is compared by."""
 
@@ -79,7 +88,11 @@ _GAP = r"[ \t]{0,4}"
 _EQUATION = re.compile(
     rf"(?<![\w.,])(-?{_NUM}(?:{_GAP}{_OP}{_GAP}-?{_NUM}){{1,{MAX_OPERATIONS}}}){_GAP}={_GAP}\$?(-?{_NUM})(?![\w.,]?\d)"
 )
-_TERM = re.compile(rf"({_NUM})|({_OP})")
+# A calculator annotation, as GSM8K-trained models write them: '... = $<<150/10*5=75>>75.'
+_ANNOTATION = re.compile(rf"<<([^<>=\n]{{1,{MAX_EXPRESSION_CHARS}}})={_GAP}\$?(-?{_NUM}){_GAP}>>")
+_TOKEN = re.compile(rf"{_GAP}(?:({_NUM})|({_OP})|([()]))")
+_TIMES = frozenset(("*", "x", "\u00d7", "\\times", "\\cdot"))
+_DIVIDE = frozenset(("/", "\u00f7", "\\div"))
 _BEFORE_OPERAND = re.compile("(?:[+\\-*/\u00d7\u00f7^)]|" r"\\times|\\cdot|\\div|(?<![A-Za-z])x)$")
 _AFTER_RESULT = re.compile(rf"^(?:{_GAP}(?:{_OP}|[%^(])|[ \t]?/)")
 
@@ -175,28 +188,78 @@ def arithmetic_score(answer: str) -> float | None:
     is right when it is within 10^-k of the exact value (so rounding and truncation both pass:
     '10 / 3 = 3.33'). An equation that is part of a longer expression ('(2 + 3) * 4 = 20' is not read
     as '3) * 4'), or that has a number of more than `MAX_DIGITS` digits, is skipped; a division by zero
-    counts as wrong. None when no equation is read.
+    counts as wrong. A calculator annotation with parentheses ('<<15 - (4/5 * 15)=3>>', as GSM8K-trained
+    models write them) is recomputed whole, parentheses first; one that is not plain arithmetic (a
+    letter, a '%', more than `MAX_EXPRESSION_CHARS` characters or `MAX_DEPTH` nested parentheses) is
+    skipped. The first `MAX_EQUATIONS` read, in the order written, count. None when none is read.
 
     Args:
         answer: A model's answer.
     """
-    text = _tail(answer)
     right = total = 0
-    for match in _EQUATION.finditer(text):
+    for value, written in _equations(_tail(answer)):
+        total += 1
+        if value is not None and _close(value, written):
+            right += 1
         if total >= MAX_EQUATIONS:
             break
-        if _BEFORE_OPERAND.search(text[max(0, match.start() - 8) : match.start()].rstrip()):
+    return right / total if total else None
+
+
+def annotation_score(answer: str) -> float | None:
+    """Return the share of the calculator annotations an answer writes ('<<150/10*5=75>>') whose result is right.
+
+    The annotations GSM8K-trained models write beside their working, recomputed as `arithmetic_score`
+    recomputes them (parentheses too), and read alone: a model's own calculator notes tell more of it
+    than the equations of its prose. An annotation that is not plain arithmetic is skipped; the first
+    `MAX_EQUATIONS` read count. None when none is read.
+
+    Args:
+        answer: A model's answer.
+    """
+    right = total = 0
+    for match in _ANNOTATION.finditer(_tail(answer)):
+        try:
+            value = _compute(match[1])
+        except _Unreadable:
             continue
-        if _AFTER_RESULT.match(text[match.end() : match.end() + 8]):
-            continue
-        value = _evaluate(match[1])
         written = _number(match[2])
         if written is None:
             continue
         total += 1
         if value is not None and _close(value, written):
             right += 1
+        if total >= MAX_EQUATIONS:
+            break
     return right / total if total else None
+
+
+def _equations(text: str) -> Iterator[tuple[Decimal | None, Decimal]]:
+    """Yield (the recomputed value or None when undefined, the written result) of each equation read."""
+    plain = ((m.start(), False, m) for m in _EQUATION.finditer(text))
+    notes = ((m.start(), True, m) for m in _ANNOTATION.finditer(text))
+    inside = -1  # end of the last annotation read: an equation within it is not read twice
+    for start, note, match in heapq.merge(plain, notes, key=lambda item: item[0]):
+        if note:
+            # Without parentheses an annotation is a plain equation, read as one.
+            if "(" not in match[1]:
+                continue
+            try:
+                value = _compute(match[1])
+            except _Unreadable:
+                continue
+            inside = match.end()
+        else:
+            if start < inside:
+                continue
+            if _BEFORE_OPERAND.search(text[max(0, start - 8) : start].rstrip()):
+                continue
+            if _AFTER_RESULT.match(text[match.end() : match.end() + 8]):
+                continue
+            value = _evaluate(match[1])
+        written = _number(match[2])
+        if written is not None:
+            yield value, written
 
 
 def read_scores(judges: Sequence[str], query: str, answers: Sequence[str]) -> list[dict[str, float | None]]:
@@ -265,48 +328,110 @@ def _number(text: str) -> Decimal | None:
         return None
 
 
+class _Unreadable(Exception):
+    """An expression that is not plain arithmetic: skipped, neither right nor wrong."""
+
+
 def _evaluate(expression: str) -> Decimal | None:
-    """Return the value of 'a op b op c ...' with * and / before + and -, or None if it cannot be had."""
-    terms: list[Decimal] = []
-    operators: list[str] = []
-    negative = False
-    for match in _TERM.finditer(expression):
-        if len(terms) == len(operators):  # a number is due; a '-' here is its sign
-            if match[2] is not None:
-                if match[2] != "-" or negative:
-                    return None
-                negative = True
-                continue
-            value = _number(match[1])
-            if value is None:
-                return None
-            terms.append(-value if negative else value)
-            negative = False
-        elif match[2] is not None:
-            operators.append(match[2])
-        else:
-            return None
-    if not operators or len(terms) != len(operators) + 1:
-        return None
+    """Return the value of an expression, or None if it cannot be had (unreadable or undefined)."""
     try:
-        sums: list[Decimal] = [terms[0]]
-        signs: list[str] = []
-        for op, term in zip(operators, terms[1:], strict=True):
-            if op in ("*", "x", "\u00d7", "\\times", "\\cdot"):
-                sums[-1] = _DECIMAL.multiply(sums[-1], term)
-            elif op in ("/", "\u00f7", "\\div"):
-                if term == 0:
-                    return None
-                sums[-1] = _DECIMAL.divide(sums[-1], term)
-            else:
-                sums.append(term)
-                signs.append(op)
-        total = sums[0]
-        for sign, part in zip(signs, sums[1:], strict=True):
-            total = _DECIMAL.add(total, part) if sign == "+" else _DECIMAL.subtract(total, part)
+        return _compute(expression)
+    except _Unreadable:
+        return None
+
+
+def _compute(expression: str) -> Decimal | None:
+    """Return the value of numbers joined by operators and parentheses; None where it is undefined.
+
+    Multiplication and division before addition and subtraction, parentheses first; a '-' where a
+    number is due is its sign (once). Recursive descent over at most `MAX_DEPTH` nested parentheses, so
+    its depth is bounded too.
+
+    Raises:
+        _Unreadable: Not such an expression, no operation in it, or nested deeper than `MAX_DEPTH`.
+    """
+    tokens: list[Decimal | str] = []
+    depth, at, end = 0, 0, len(expression.rstrip())
+    while at < end:
+        match = _TOKEN.match(expression, at)
+        if match is None:
+            raise _Unreadable
+        if match[1] is not None:
+            number = _number(match[1])
+            if number is None:
+                raise _Unreadable
+            tokens.append(number)
+        else:
+            token = match[2] or match[3]
+            depth += (token == "(") - (token == ")")
+            if not 0 <= depth <= MAX_DEPTH:
+                raise _Unreadable
+            tokens.append(token)
+        at = match.end()
+    if depth or not any(isinstance(t, str) and t not in ("(", ")") for t in tokens):
+        raise _Unreadable
+    parser = _Parser(tokens)
+    try:
+        value = parser.sum()
     except (InvalidOperation, DivisionByZero, Overflow):
         return None
-    return total
+    if parser.at != len(tokens):
+        raise _Unreadable
+    return value
+
+
+class _Parser:
+    """Recursive descent over the tokens of `_compute` (numbers as `Decimal`, operators and parentheses)."""
+
+    def __init__(self, tokens: list[Decimal | str]) -> None:
+        self.tokens = tokens
+        self.at = 0
+
+    def _next(self) -> Decimal | str | None:
+        return self.tokens[self.at] if self.at < len(self.tokens) else None
+
+    def _take(self) -> Decimal | str:
+        token = self._next()
+        if token is None:
+            raise _Unreadable
+        self.at += 1
+        return token
+
+    def sum(self) -> Decimal | None:
+        value = self.product()
+        while (op := self._next()) in ("+", "-"):
+            self.at += 1
+            term = self.product()
+            if value is not None and term is not None:
+                value = _DECIMAL.add(value, term) if op == "+" else _DECIMAL.subtract(value, term)
+            else:
+                value = None
+        return value
+
+    def product(self) -> Decimal | None:
+        value = self.factor()
+        while isinstance(op := self._next(), str) and (op in _TIMES or op in _DIVIDE):
+            self.at += 1
+            term = self.factor()
+            if value is None or term is None or (op in _DIVIDE and term == 0):
+                value = None
+            else:
+                value = _DECIMAL.multiply(value, term) if op in _TIMES else _DECIMAL.divide(value, term)
+        return value
+
+    def factor(self, signed: bool = False) -> Decimal | None:
+        token = self._take()
+        if isinstance(token, Decimal):
+            return token
+        if token == "-" and not signed:
+            value = self.factor(signed=True)
+            return None if value is None else _DECIMAL.minus(value)
+        if token == "(":
+            value = self.sum()
+            if self._take() != ")":
+                raise _Unreadable
+            return value
+        raise _Unreadable
 
 
 def _close(value: Decimal, written: Decimal) -> bool:

@@ -6,8 +6,10 @@ A logistic regression over features that are computed from the texts, never obey
   answer has it, the share of its written arithmetic that is right (each with a missing-indicator);
 - plain facts of the answer: its length (log), lines, hedging and refusal phrases, a final-answer marker,
   a code block and whether its Python parses, how much of it repeats the query, whether its final number
-  is whole and was worked out before the end; each also times the form the query asks for (choice,
-  number, none), since what tells a right answer differs by task;
+  is whole, was worked out before the end and is the result of the last equation of the working, the
+  share of the query's numbers it uses, the share of its calculator annotations ('<<2*3=6>>') that are
+  right (with a missing-indicator); each also times the form the query asks for (choice, number, none),
+  since what tells a right answer differs by task;
 - the model's identity (one-hot over the models it was trained on; an unknown model gets none, and an
   'unknown' flag that training learns by hiding the identity of a share of its rows);
 - the **prior**: how often this model was right on the training queries nearest to this one (a kNN over
@@ -21,7 +23,9 @@ on training data (the L2 strength chosen by cross-validation over the training q
 
 A checkpoint is a folder: `verifier.json` (format, features, models, encoder, settings, training data,
 held-out metrics) and `verifier.safetensors` (the weights; fp16 where size matters). Both are read with
-bounds and checked, so a corrupt or hostile folder is refused with a message that names the file.
+bounds and checked, so a corrupt or hostile folder is refused with a message that names the file. A
+checkpoint names the features its weights are over, and any of this release's `FEATURES` will do: one
+written by an earlier release, with fewer features, is read and scores as it did.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +49,7 @@ import numpy.typing as npt
 
 from moai.errors import MixError
 from moai.mix_instructions.schema import MixSpec
-from moai.scorer.answers import arithmetic_score, form_score, normalise, query_form
+from moai.scorer.answers import annotation_score, arithmetic_score, form_score, normalise, query_form
 from moai.scorer.data.filecache import FileCache
 from moai.scorer.data.responses import checked_record, response_lines
 
@@ -91,6 +96,8 @@ QUERY_CHARS = 4_000
 """Characters of a query (after its known few-shot prefix, the last ones) that are embedded."""
 CODE_CHARS = 10_000
 """Characters of code that are parsed to tell whether it is valid Python."""
+MAX_NUMBERS = 500
+"""Numbers of a query, and of an answer, that are compared (the query's last ones, the answer's last ones)."""
 K = 20
 """Neighbours of the kNN prior where no cross-validation chooses them."""
 K_GRID = (10, 25, 50, 100)
@@ -118,6 +125,11 @@ _FENCE = re.compile(r"```[ \t]{0,4}([A-Za-z0-9_+-]{0,20})[ \t]*\n(.*?)```", re.D
 _CODE_HINT = re.compile(r"^\s{0,8}(?:def|class|import|from)\s", re.MULTILINE)
 _WORD = re.compile(r"[^\W_]{1,40}")
 _NUMBER = re.compile(r"\d{1,30}")
+# A number as written in a text, thousands groups and decimals included (longer digit runs are cut).
+_AMOUNT = r"\d{1,30}(?:,\d{3}){0,10}(?:\.\d{1,30})?"
+_NUMBER_TEXT = re.compile(rf"(?<![\d.]){_AMOUNT}")
+# The result of an equation or calculator annotation: '= 75', '= $75', '<<150/10*5=75>>'.
+_RESULT = re.compile(rf"=[ \t]{{0,4}}\$?[ \t]{{0,2}}(-?{_AMOUNT})")
 
 _PLAIN: tuple[str, ...] = (
     "answer_chars",
@@ -142,6 +154,10 @@ _PLAIN: tuple[str, ...] = (
     "final_integer",
     "final_in_work",
     "equations",
+    "final_is_last_result",
+    "query_numbers_used",
+    "annotations",
+    "annotations_missing",
 )
 _ASKS = ("asks_choice", "asks_number", "asks_none")
 TEXT_FEATURES: tuple[str, ...] = (
@@ -154,7 +170,8 @@ PRIOR_FEATURES = ("prior_logit", "prior_all_logit", "model_unknown")
 READS = ("form", "arithmetic")
 """The answer-reading judges whose scores are features of the verifier: beside it they add nothing."""
 FEATURES = (*TEXT_FEATURES, *PRIOR_FEATURES)
-"""Named features; the model one-hot follows."""
+"""Named features this release computes; the model one-hot follows. A verifier uses these or some of them."""
+_FEATURE_INDEX = {name: i for i, name in enumerate(FEATURES)}
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -182,17 +199,46 @@ def _code(answer: str) -> tuple[float, float, float]:
     return 0.0, 0.0, 1.0
 
 
-def _final_number(answer: str, form: str | None) -> tuple[float, float]:
-    """Return (the final number is whole, it is written more than once) for a query that asks for a number."""
-    if form != "number":
-        return 0.0, 0.0
-    key = normalise(answer, "number")
+def _final_number(answer: str, key: str | None) -> tuple[float, float]:
+    """Return (the final number is whole, it is written more than once) for the final number `key`."""
     if key is None:
         return 0.0, 0.0
     whole = float("." not in key)
     shown = re.compile(rf"(?<![\d.]){re.escape(key)}(?![\d])")
     # Worked out: written at least twice (as a result in the working, then as the final answer).
     return whole, float(len(shown.findall(answer.replace(",", ""), 0)) >= 2)
+
+
+def _decimal(text: str) -> Decimal | None:
+    try:
+        return Decimal(text.replace(",", ""))
+    except InvalidOperation:
+        return None
+
+
+def _numbers(text: str) -> set[Decimal]:
+    """Return the distinct values of the last `MAX_NUMBERS` numbers written in a text."""
+    return {v for v in map(_decimal, _NUMBER_TEXT.findall(text)[-MAX_NUMBERS:]) if v is not None}
+
+
+def _worked(tail: str, key: str | None, query: str) -> tuple[float, float]:
+    """Return (the final number `key` is the working's last result, the share of the query's numbers used).
+
+    The working is all but the last line; its last result is the number after its last '=' (an equation's
+    or a calculator annotation's). The share counts the query's distinct numbers that the answer writes
+    (1.0 when the query has none): a solution that leaves a given out has often misread the question.
+    """
+    text = tail.rstrip()
+    working = text[: text.rfind("\n") + 1]
+    last_result = None
+    for match in _RESULT.finditer(working):
+        last_result = match[1]
+    final = _decimal(key) if key is not None else None
+    asked = _numbers(query[-ANSWER_CHARS:])
+    return (
+        float(final is not None and last_result is not None and _decimal(last_result) == final),
+        len(asked & _numbers(tail)) / len(asked) if asked else 1.0,
+    )
 
 
 def answer_features(query: str, answer: str) -> list[float]:
@@ -211,10 +257,13 @@ def answer_features(query: str, answer: str) -> list[float]:
     form = query_form(query)
     read_form = form_score(query, tail)
     read_arithmetic = arithmetic_score(tail)
+    read_annotations = annotation_score(tail)
     code_block, code_parses, code_missing = _code(tail)
     words = {w.lower() for w in _WORD.findall(tail)}
     query_words = {w.lower() for w in _WORD.findall(head)}
     overlap = len(words & query_words) / len(words) if words else 0.0
+    # The final number, where the query asks for one.
+    key = normalise(tail, "number") if form == "number" else None
     out = [
         math.log1p(len(answer)) / 10,
         math.log1p(tail.count("\n")) / 5,
@@ -235,8 +284,11 @@ def answer_features(query: str, answer: str) -> list[float]:
         min(math.log1p(len(_NUMBER.findall(tail))), 5.0) / 5,
         overlap,
         float(not tail.strip()),
-        *_final_number(tail, form),
+        *_final_number(tail, key),
         min(math.log1p(tail.count("=")), 4.0) / 4,
+        *_worked(tail, key, query),
+        read_annotations or 0.0,
+        float(read_annotations is None),
     ]
     # Each feature also times the form the query asks for: what tells a right answer differs by task.
     asks = out[3:6]
@@ -264,6 +316,8 @@ class Verifier:
         train_emb: The training queries' embeddings (kNN prior), [queries, dim]; empty with no encoder.
         scores: Their recorded scores, [queries, models], NaN where a model has none.
         prefixes: Few-shot prefixes of the training tasks, stripped from a query before it is embedded.
+        features: The named features its weights are over, in their order (the model one-hot follows):
+            all of `FEATURES` when trained by this release, fewer when read from an earlier one.
         meta: What the checkpoint records besides (data, metrics, settings).
     """
 
@@ -276,6 +330,7 @@ class Verifier:
     train_emb: npt.NDArray[np.float32]
     scores: FloatArray
     prefixes: tuple[str, ...] = ()
+    features: tuple[str, ...] = FEATURES
     k: int = K
     pseudo: float = PSEUDO
     meta: dict[str, Any] = field(default_factory=dict)
@@ -364,7 +419,13 @@ class Verifier:
         priors: FloatArray,
         model_cols: Sequence[int | None],
     ) -> FloatArray:
-        """Return the feature matrix: text features, prior features, model one-hot."""
+        """Return the feature matrix: the verifier's `features` (out of `texts` and the priors), model one-hot.
+
+        Args:
+            texts: Rows of `answer_features` (all of `TEXT_FEATURES`).
+            priors: Rows of `priors`, one per text.
+            model_cols: Each row's model column, None for an unknown model.
+        """
         n = len(texts)
         onehot = np.zeros((n, len(self.models)))
         prior = np.empty(n)
@@ -374,7 +435,7 @@ class Verifier:
                 prior[i], unknown[i] = priors[i, -1], 1.0
             else:
                 onehot[i, col], prior[i] = 1.0, priors[i, col]
-        return np.hstack(
+        x = np.hstack(
             [
                 texts,
                 _logit(prior)[:, None],
@@ -383,6 +444,11 @@ class Verifier:
                 onehot,
             ]
         )
+        if self.features == FEATURES:
+            return x
+        # A checkpoint's weights are over the features it names: take those columns, by name.
+        columns = [_FEATURE_INDEX[name] for name in self.features]
+        return x[:, [*columns, *range(len(FEATURES), x.shape[1])]]
 
     def probability(self, x: FloatArray) -> FloatArray:
         """Return P(right) for rows of a design matrix."""
@@ -680,7 +746,7 @@ def save_verifier(verifier: Verifier, path: str | Path, *, data: Mapping[str, An
         "format": FORMAT,
         "encoder": verifier.encoder_name,
         "models": list(verifier.models),
-        "features": [*FEATURES, *(f"model={m}" for m in verifier.models)],
+        "features": [*verifier.features, *(f"model={m}" for m in verifier.models)],
         "dim": verifier.dim,
         "intercept": verifier.intercept,
         "k": verifier.k,
@@ -729,12 +795,28 @@ def _check_meta(meta: Any, where: Path) -> dict[str, Any]:
     for name in ("intercept", "pseudo"):
         if not _finite(meta.get(name)):
             raise ValueError(f"{where}: '{name}' must be a finite number")
-    expected = [*FEATURES, *(f"model={m}" for m in models)]
-    if meta.get("features") != expected:
+    features = meta.get("features")
+    one_hot = [f"model={m}" for m in models]
+    if (
+        not isinstance(features, list)
+        or not all(isinstance(f, str) for f in features)
+        or len(features) < len(one_hot)
+        or features[len(features) - len(one_hot) :] != one_hot
+    ):
         raise ValueError(
-            f"{where}: its features are not this release's ({len(expected)} expected): "
+            f"{where}: 'features' must list its features, then 'model=<name>' for each of 'models': "
             "retrain it with `moai scorer train-verifier`"
         )
+    named = features[: len(features) - len(one_hot)]
+    unknown = [f for f in named if f not in _FEATURE_INDEX]
+    if unknown:
+        shown = ", ".join(repr(f[:40]) for f in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        raise ValueError(
+            f"{where}: feature(s) {shown} are not computed by this release of moai: "
+            "retrain it with `moai scorer train-verifier`"
+        )
+    if len(set(named)) != len(named):
+        raise ValueError(f"{where}: 'features' names a feature twice: retrain it with `moai scorer train-verifier`")
     prefixes = meta.get("prefixes", [])
     if not isinstance(prefixes, list) or len(prefixes) > MAX_PREFIXES or not all(isinstance(p, str) for p in prefixes):
         raise ValueError(f"{where}: 'prefixes' must be a list of at most {MAX_PREFIXES} strings")
@@ -770,7 +852,8 @@ def load_verifier(path: str | Path, *, encoder: Any = None) -> Verifier:
     except Exception as err:  # safetensors raises its own error type on a corrupt file
         raise ValueError(f"{weights_path}: not a readable safetensors file ({err})") from None
     n_models, dim = len(meta["models"]), meta["dim"]
-    width = len(FEATURES) + n_models
+    named = tuple(meta["features"][: len(meta["features"]) - n_models])
+    width = len(named) + n_models
     expected = {"coef": (width,), "mean": (width,), "scale": (width,)}
     for name, shape in expected.items():
         if name not in arrays or arrays[name].shape != shape:
@@ -799,6 +882,7 @@ def load_verifier(path: str | Path, *, encoder: Any = None) -> Verifier:
         train_emb=emb.astype(np.float32),
         scores=scores.astype(np.float64),
         prefixes=tuple(meta["prefixes"]),
+        features=named,
         k=meta["k"],
         pseudo=float(meta["pseudo"]),
         meta={k: meta[k] for k in ("data", "training") if k in meta},

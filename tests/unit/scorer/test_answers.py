@@ -7,8 +7,10 @@ import tracemalloc
 import pytest
 
 from moai.scorer.answers import (
+    MAX_DEPTH,
     MAX_EQUATIONS,
     agreement,
+    annotation_score,
     arithmetic_score,
     form_score,
     normalise,
@@ -105,6 +107,62 @@ def test_at_most_max_equations_are_recomputed() -> None:
     assert arithmetic_score(answer) == 1.0
 
 
+RISSA = (
+    " Rissa initially had 5 x 3 = $<<5*3=15>>15, and she was left with 15 - (4/5 x 15) = $<<15- (4/5 * 15)=9>>9.\n"
+    "So, Ronnie's share was 15 - 9 = $<<15-9=6>>6.\n"
+    "Since Ronnie initially had $5, he still has $5, as he didn't give any money to their little sister.\n"
+    "#### 6 (for Rissa), but Ronnie still has $5."
+)
+
+
+@pytest.mark.parametrize(
+    ("answer", "score"),
+    [
+        (RISSA, pytest.approx(2 / 3)),  # Mixtral's wrong answer: 15 - (4/5 * 15) is 3, not 9
+        ("So she keeps 15 - (4/5 x 15) = $<<15- (4/5 * 15)=3>>3.\n#### 3", 1.0),
+        ("<<(2 + 3) * 4=20>>20", 1.0),
+        ("<<-(2 - 5) * (1 + (2 * 3))=21>>", 1.0),
+        ("<<(10 / 3)=3.33>>", 1.0),  # within 10^-decimals, as a plain equation
+        ("<<(2+3)*4=21>>", 0.0),
+        ("<<(5)/(2-2)=1>>", 0.0),  # a division by zero counts as wrong
+        ("<<(2 + 3) * 4=20>>20, then 20 + 1 = 22", 0.5),  # in the order written, each read once
+        ("<<(20% of 50)=10>>", None),  # not plain arithmetic: skipped
+        ("<<2(3+4)=14>>", None),  # no implicit product
+        ("<<(2 ** 3)=8>>", None),  # no power
+        ("<<((2+3)*4=20>>", None),  # unbalanced
+        ("<<(__import__('os'))=1>>", None),
+        ("<<(5)=5>>", None),  # nothing to recompute
+        ("<<" + "(" * MAX_DEPTH + "1+1" + ")" * MAX_DEPTH + "=2>>", 1.0),
+        ("<<" + "(" * (MAX_DEPTH + 1) + "1+1" + ")" * (MAX_DEPTH + 1) + "=2>>", None),  # nested too deep
+    ],
+)
+def test_a_calculator_annotation_with_parentheses_is_recomputed_whole(answer: str, score: float | None) -> None:
+    assert arithmetic_score(answer) == score
+
+
+def test_annotation_score_reads_the_calculator_annotations_alone() -> None:
+    assert annotation_score(RISSA) == pytest.approx(2 / 3)  # its prose equations are not read here
+    assert annotation_score("2 + 2 = 5, and <<3*4=12>>12") == 1.0
+    assert annotation_score("<<20% of 50=10>> and <<5/0=1>>") == 0.0  # skipped; a division by zero is wrong
+    assert annotation_score("2 + 2 = 4") is None
+    assert annotation_score("<<1+1=2>>" * 20_000 + "<<1+1=3>>") == 1.0  # the first MAX_EQUATIONS count
+
+
+@pytest.mark.parametrize(
+    ("answer", "score"),
+    [
+        ("<<" + "(" * 100_000 + "1+1" + ")" * 100_000 + "=2>>", None),  # deep nesting, 2 * 10^5 characters
+        (("<<" + "(" * 9 + "1+1" + ")" * 9 + "=2>>") * 5_000, None),
+        ("<<(" + "9" * 100_000 + "+1)=1>>", None),  # a huge number
+        ("<<(" + " * ".join(["9" * 30] * 6) + ")=1>>", 0.0),  # a product of 180 digits is still computed
+        ("<<(1+1)=2>>" * 20_000, 1.0),  # 10^5 annotations: the first MAX_EQUATIONS count
+        ("<<(" * 50_000, None),
+    ],
+)
+def test_hostile_annotations_are_bounded(answer: str, score: float | None) -> None:
+    assert arithmetic_score(answer) == score
+
+
 HOSTILE = [
     "9" * 1_000_000,  # one huge number
     "1 + " * 250_000 + "1 = 250001",  # a long chain
@@ -115,6 +173,8 @@ HOSTILE = [
     "A) " * 333_333,
     ("9" * 29 + " * ") * 30_000 + "1 = 1",  # big products
     "0." + "0" * 999_990 + "1 = 1",
+    "<<" + "(" * 500_000 + "1+1" + ")" * 500_000 + "=2>>",  # deep nesting in an annotation
+    "<<(1+(2*3))=7>>" * 60_000,
 ]
 
 

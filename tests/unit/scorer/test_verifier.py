@@ -22,7 +22,9 @@ from moai.errors import MixError
 from moai.graphs.compile import build_graph
 from moai.mix_instructions.load import parse_spec
 from moai.scorer.verifier import (
+    FEATURES,
     METADATA,
+    TEXT_FEATURES,
     WEIGHTS,
     Example,
     answer_features,
@@ -133,9 +135,29 @@ def test_an_answer_cannot_raise_its_own_score_by_what_it_says(trained: Any) -> N
 
 def test_text_features_are_bounded_on_any_input() -> None:
     hostile = ["", "(" * 50_000, "```python\n" + "(" * 5000 + "\n```", "1+" * 20_000 + "1 = 3", "\x00\ud800" * 100]
+    hostile += ["<<" + "(" * 50_000 + "1+1" + ")" * 50_000 + "=2>>", "<<(1+1)=2>>" * 10_000, "1, " * 50_000]
+    hostile += ["= " + "9" * 100_000 + "\n#### " + "9" * 100_000, "-1.5 = -1.5\n" * 10_000]
     for text in hostile:
         values = answer_features(text, text)
         assert all(np.isfinite(values)) and all(-1e-9 <= v <= 1.5 for v in values)
+
+
+def test_the_final_number_and_the_annotations_are_read() -> None:
+    query = "Tom has 3 apples and 4 pears. How many fruits does he have?"
+
+    def features(answer: str) -> dict[str, float]:
+        return dict(zip(TEXT_FEATURES, answer_features(query, answer), strict=True))
+
+    worked = features("He has 3 + 4 = <<3+4=7>>7 fruits.\n#### 7")
+    assert worked["final_is_last_result"] == 1.0 and worked["query_numbers_used"] == 1.0
+    assert worked["annotations"] == 1.0 and worked["annotations_missing"] == 0.0
+    assert worked["asks_number*annotations"] == 1.0 and worked["asks_none*annotations"] == 0.0
+    slipped = features("He has 3 + 4 = <<(3+4)=8>>8 fruits.\n#### 9")
+    assert slipped["final_is_last_result"] == 0.0 and slipped["annotations"] == 0.0
+    guessed = features("#### 7")
+    assert guessed["query_numbers_used"] == 0.0 and guessed["annotations_missing"] == 1.0
+    assert features("3 + 4 = 7")["final_is_last_result"] == 0.0  # no working before the final line
+    assert dict(zip(TEXT_FEATURES, answer_features("Say hi.", "hi"), strict=True))["query_numbers_used"] == 1.0
 
 
 def test_a_checkpoint_round_trips(trained: Any, tmp_path: Path) -> None:
@@ -147,6 +169,73 @@ def test_a_checkpoint_round_trips(trained: Any, tmp_path: Path) -> None:
     after = again.score(group[0].prompt, [e.response for e in group], [e.model for e in group])
     assert after == pytest.approx(before, abs=1e-4)
     assert again.models == model.models and json.loads((folder / METADATA).read_text())["format"] == "moai-verifier/1"
+    # A verifier trained by this release uses all of its features, and its checkpoint names them.
+    assert model.features == again.features == FEATURES
+    assert json.loads((folder / METADATA).read_text())["features"] == [*FEATURES, "model=good", "model=bad"]
+
+
+PREVIOUS = Path(__file__).parent / "checkpoints" / "verifier-0.1.0"
+"""A checkpoint written by moai 0.1.0 (fewer features, all of them listed in its verifier.json), with the
+scores that release gave: its `scores.json`."""
+
+
+def test_a_checkpoint_of_the_previous_release_scores_as_it_did() -> None:
+    verifier = load_verifier(PREVIOUS)
+    assert len(verifier.features) < len(FEATURES) and set(verifier.features) <= set(FEATURES)
+    for row in json.loads((PREVIOUS / "scores.json").read_text()):
+        (score,) = verifier.score(row["query"], [row["answer"]], [row["model"]])
+        assert score == pytest.approx(row["score"], rel=1e-6)
+
+
+def test_a_checkpoint_selects_its_features_by_name(trained: Any, tmp_path: Path) -> None:
+    # Some of the features, in another order: the same weights over the same named columns score the same.
+    model, test = trained
+    folder = save_verifier(model, tmp_path / "ckpt")
+    keep = [i for i, name in enumerate(FEATURES) if "final" not in name][::-1]
+    meta = json.loads((folder / METADATA).read_text())
+    names = [FEATURES[i] for i in keep]
+    (folder / METADATA).write_text(json.dumps(meta | {"features": [*names, *meta["features"][-2:]]}))
+    _slice(folder, [*keep, len(FEATURES), len(FEATURES) + 1])
+    subset = load_verifier(folder, encoder=FakeEncoder())
+    assert subset.features == tuple(names)
+    dropped = [i for i in range(len(FEATURES)) if i not in keep]
+    model.coef, saved = model.coef.copy(), model.coef
+    try:
+        model.coef[dropped] = 0.0
+        group = [e for e in test if e.id == test[0].id]
+        expected = model.score(group[0].prompt, [e.response for e in group], [e.model for e in group])
+    finally:
+        model.coef = saved
+    got = subset.score(group[0].prompt, [e.response for e in group], [e.model for e in group])
+    assert got == pytest.approx(expected, abs=1e-4)
+
+
+def _slice(folder: Path, columns: list[int]) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    arrays = load_file(str(folder / WEIGHTS))
+    save_file(arrays | {name: arrays[name][columns] for name in ("coef", "mean", "scale")}, str(folder / WEIGHTS))
+
+
+@pytest.mark.parametrize(
+    ("features", "says"),
+    [
+        (lambda names: ["vibes", *names], "feature(s) 'vibes' are not computed by this release of moai"),
+        (lambda names: [names[0], *names], "names a feature twice"),
+        (lambda names: names[:-1], "then 'model=<name>' for each of 'models'"),
+        (lambda names: "all", "then 'model=<name>' for each of 'models'"),
+    ],
+)
+def test_a_checkpoint_naming_features_this_release_lacks_is_refused(
+    trained: Any, tmp_path: Path, features: Any, says: str
+) -> None:
+    folder = save_verifier(trained[0], tmp_path / "ckpt")
+    meta = json.loads((folder / METADATA).read_text())
+    (folder / METADATA).write_text(json.dumps(meta | {"features": features(meta["features"])}))
+    with pytest.raises(ValueError) as err:
+        load_verifier(folder)
+    assert str(err.value).startswith(f"{folder / METADATA}: ") and says in str(err.value)
+    assert "retrain it with `moai scorer train-verifier`" in str(err.value)
 
 
 def test_auc_counts_ties_half() -> None:
@@ -289,6 +378,7 @@ def test_the_default_verifier_is_the_shipped_one() -> None:
     assert "verifier" in bundled_verifiers()
     shipped = load_verifier(resolve_verifier(BUNDLED_VERIFIER))
     assert "gpt-4-1106-preview" in shipped.models and shipped.encoder_name == "static-minilm"
+    assert set(shipped.features) <= set(FEATURES)  # whichever release trained it
     assert (resolve_verifier(BUNDLED_VERIFIER) / WEIGHTS).stat().st_size < 3 * 2**20
 
 
