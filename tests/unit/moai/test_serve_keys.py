@@ -352,10 +352,16 @@ async def test_concurrent_runs_of_a_key_never_spend_past_its_daily_limit(tmp_pat
         later = await client.post("/v1/chat/completions", json=ask, headers=bearer(plain["capped"]))
     codes = sorted(reply.status_code for reply in [*replies, later])
     assert codes == [200] * 2 + [429] * 9
-    held = next(reply for reply in replies if reply.status_code == 429)
-    refused = held.json()["error"]
-    assert refused["code"] == "daily_budget_exceeded" and "up to $0.005" in refused["message"]
-    assert "retry in 2 s" in refused["message"] and held.headers["retry-after"] == "2"  # room may free as runs end
+    for reply in (reply for reply in replies if reply.status_code == 429):
+        refused = reply.json()["error"]
+        assert refused["code"] == "daily_budget_exceeded"
+        # Refused while a run holds its budget, room may free as it ends; refused after both ended (a loaded
+        # machine may serve a request that late), there is none today.
+        if "retry in" in refused["message"]:
+            assert "up to $0.005" in refused["message"] and "retry in 2 s" in refused["message"]
+            assert reply.headers["retry-after"] == "2"
+        else:
+            assert "until 00:00 UTC" in refused["message"]
     assert "until 00:00 UTC" in later.json()["error"]["message"]  # $0.008 spent: no room for $0.005 today
     _, calls = rows(db)
     assert sum(row["cost_usd"] for row in calls) == pytest.approx(0.008)
