@@ -57,6 +57,7 @@ from moai.scorer.select import TYPICAL_PROMPT_TOKENS
 
 if TYPE_CHECKING:
     from moai.scorer.encoders import TextEncoder
+    from moai.scorer.verifier import Example
 
 __all__ = ["FOLDS", "cascade_bench"]
 
@@ -138,21 +139,21 @@ def _pooled(parts: Sequence[tuple[Mapping[str, Any], int]]) -> dict[str, Any]:
     return out
 
 
-def _train_scorer(fit: RoutingData, folder: Path, seed: int, encoder: TextEncoder) -> str:
+def _train_scorer(data: RoutingData, folder: Path, seed: int, encoder: TextEncoder) -> str:
     """Train the gate's kNN scorer on these queries (their prompts as the gate sees them), save it, name it."""
     from moai.scorer.checkpoint import save
     from moai.scorer.encoders.sentence import cached_encode
     from moai.scorer.predictors.registry import make
 
-    emb = cached_encode(encoder, list(fit.prompts), progress=False)
+    emb = cached_encode(encoder, list(data.prompts), progress=False)
     predictor = make("knn", encoder=encoder)
-    predictor.fit(emb, fit.scores, fit.models, seed, tasks=fit.tasks, costs=fit.costs)
-    save(predictor, folder, data={"hash": fit.fingerprint(), "train_queries": len(fit)})
+    predictor.fit(emb, data.scores, data.models, seed, tasks=data.tasks, costs=data.costs)
+    save(predictor, folder, data={"hash": data.fingerprint(), "train_queries": len(data)})
     return folder.name
 
 
 def _train_verifier(
-    examples: Sequence[Any], ids: set[str], responses: Path, folder: Path, seed: int, encoder: TextEncoder
+    examples: Sequence[Example], ids: set[str], responses: Path, folder: Path, seed: int, encoder: TextEncoder
 ) -> str | None:
     """Train the `verifier` judge on the graded answers to these queries only, save it, name it.
 
@@ -202,9 +203,19 @@ class Learned:
 
 
 def _learn(
-    data: RoutingData, examples: Sequence[Any], responses: Path, folder: Path, tag: str, seed: int, encoder: TextEncoder
+    data: RoutingData,
+    examples: Sequence[Example],
+    responses: Path,
+    folder: Path,
+    tag: str,
+    seed: int,
+    encoder: TextEncoder,
 ) -> Learned:
-    """Learn the pool's figures, the gate's scorer and the verifier from these training queries."""
+    """Learn the pool's figures, the gate's scorer and the verifier from these training queries.
+
+    The checkpoints lie beside the mix files, which name them relatively: a report's mix re-runs from that
+    folder wherever the folder is moved.
+    """
     scorer = _train_scorer(data, folder / f"gate_scorer{tag}", seed, encoder)
     verifier = _train_verifier(examples, set(data.ids), responses, folder / f"verifier{tag}", seed, encoder)
     return Learned(_Pool(data), scorer, verifier)

@@ -17,7 +17,7 @@ from moai.calibrate import calibrate
 from moai.cli import main
 from moai.mix_instructions import load_spec
 from moai.replay_run import run_mix, summarise
-from moai.scorer.data.split import is_test_id, split_file
+from moai.scorer.data.split import fold_of, is_test_id, split_file
 
 CHEAP_A, CHEAP_B, STRONG = "cheap-a", "cheap-b", "strong"
 COSTS = {CHEAP_A: 0.0001, CHEAP_B: 0.0002, STRONG: 0.01}
@@ -92,6 +92,16 @@ def test_split_never_puts_one_id_in_both_parts_and_is_reproducible(tmp_path: Pat
     assert (tmp_path / "d.jsonl.gz").read_bytes() == (tmp_path / "b.jsonl.gz").read_bytes()
 
 
+def test_folds_are_fixed_by_seed_and_id_and_about_equal() -> None:
+    ids = [f"q{i}" for i in range(4000)]
+    folds = [fold_of(i, 4, seed=0) for i in ids]
+    assert folds == [fold_of(i, 4, seed=0) for i in ids] and folds != [fold_of(i, 4, seed=1) for i in ids]
+    assert all(900 < folds.count(f) < 1100 for f in range(4))
+    # salted apart from the test split: a train side still fills every fold
+    train = [i for i in ids if not is_test_id(i, 0.5, seed=0)]
+    assert {fold_of(i, 4, seed=0) for i in train} == {0, 1, 2, 3}
+
+
 def test_bench_report_has_the_routing_keys_and_is_deterministic(
     data: tuple[Path, Path], small_grids: FakeEncoder, tmp_path: Path
 ) -> None:
@@ -122,6 +132,26 @@ def test_bench_report_has_the_routing_keys_and_is_deterministic(
         return out
 
     assert stable(first) == stable(second)
+
+
+def test_every_training_query_is_validated_by_what_never_saw_it(
+    data: tuple[Path, Path], small_grids: FakeEncoder, tmp_path: Path
+) -> None:
+    train, test = data
+    work = tmp_path / "w"
+    report = bench.cascade_bench([train], [test], work, jobs=1, encoder=small_grids, quiet=True)
+    n = report["setup"]["train_queries"]
+    assert n == len(_ids(train)) and report["setup"]["folds"] == bench.FOLDS
+
+    def taught(folder: str) -> int:
+        return int(json.loads((work / folder / "verifier.json").read_text())["data"]["queries"])
+
+    # each training query is in the training data of every fold's verifier but its own; the final one has all
+    assert sum(taught(f"verifier-fold{f}") for f in range(bench.FOLDS)) == (bench.FOLDS - 1) * n
+    assert taught("verifier") == n
+    for entry in report["methods"].values():
+        assert len(entry["validation_curve"]) == len(entry["curve"])
+        assert all(0.0 <= p["quality"] <= 1.0 for p in entry["validation_curve"])
 
 
 def test_a_method_mix_reruns_as_written(data: tuple[Path, Path], small_grids: FakeEncoder, tmp_path: Path) -> None:
