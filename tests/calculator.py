@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.tools import StructuredTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 
-__all__ = ["calculate", "calculator"]
+__all__ = ["SPEC", "calculate", "calculator"]
 
 _OPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -34,3 +35,5 @@ def calculate(expression: str) -> str:
 
 calculator = StructuredTool.from_function(calculate, name="calculator")
 """`calculate` as the LangChain tool named `calculator`."""
+SPEC = convert_to_openai_tool(calculator)
+"""The same tool as an OpenAI client sends it (`tools=[SPEC]`): name, description, JSON schema of its arguments."""

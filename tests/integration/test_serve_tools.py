@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from _scripted_openai import ScriptedServer, scripted_server  # tests/integration is not a package
 from _serve import moai_serve
-from calculator import calculate, calculator
+from calculator import SPEC, calculate, calculator
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
@@ -86,14 +86,6 @@ steps:
 """
 
 
-CALCULATOR = {
-    "type": "function",
-    "function": {
-        "name": "calculator",
-        "description": "Evaluate an arithmetic expression.",
-        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
-    },
-}
 QUESTION = "What is 6 times 7?"
 
 
@@ -134,7 +126,7 @@ def base(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedServer) -> 
 def client_loop(client: OpenAI, mix: str) -> tuple[Any, Any]:
     """Run an agent loop with the `openai` client: ask, run each tool called, send the results, answer."""
     messages: list[Any] = [{"role": "user", "content": QUESTION}]
-    first = client.chat.completions.with_raw_response.create(model=mix, messages=messages, tools=[CALCULATOR])  # type: ignore[arg-type]
+    first = client.chat.completions.with_raw_response.create(model=mix, messages=messages, tools=[SPEC])  # type: ignore[arg-type]
     for _ in range(4):  # bounded: the scripted mixes answer in the second round
         completion = first.parse()
         choice = completion.choices[0]
@@ -144,7 +136,7 @@ def client_loop(client: OpenAI, mix: str) -> tuple[Any, Any]:
         for call in choice.message.tool_calls or []:
             arguments = json.loads(call.function.arguments)  # type: ignore[union-attr]
             messages.append({"role": "tool", "tool_call_id": call.id, "content": calculate(**arguments)})
-        first = client.chat.completions.with_raw_response.create(model=mix, messages=messages, tools=[CALCULATOR])  # type: ignore[arg-type]
+        first = client.chat.completions.with_raw_response.create(model=mix, messages=messages, tools=[SPEC])  # type: ignore[arg-type]
     raise AssertionError("the loop did not end")
 
 
@@ -170,7 +162,7 @@ def test_streaming_with_tools(base: str) -> None:
     stream = client.chat.completions.create(
         model="calc_stream",
         messages=messages,
-        tools=[CALCULATOR],  # type: ignore[list-item]
+        tools=[SPEC],  # type: ignore[list-item]
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -194,9 +186,7 @@ def test_streaming_with_tools(base: str) -> None:
         assistant,
         {"role": "tool", "tool_call_id": call.id, "content": calculate(**json.loads(call.function.arguments or "{}"))},
     ]
-    final = list(
-        client.chat.completions.create(model="calc_stream", messages=messages, tools=[CALCULATOR], stream=True)
-    )  # type: ignore[list-item]
+    final = list(client.chat.completions.create(model="calc_stream", messages=messages, tools=[SPEC], stream=True))  # type: ignore[list-item]
     assert "".join(c.choices[0].delta.content or "" for c in final if c.choices) == "6 times 7 is 42."
 
 

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from calculator import calculator
+from calculator import SPEC, calculator
 from fakes import fake_bundled
 from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
@@ -31,15 +31,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:create_react_agent has been move
 QUESTION = "What is 6 times 7?"
 CALL = '!tool {"name": "calculator", "args": {"expression": "6 * 7"}, "id": "call_1"}'
 FINAL = "6 times 7 is {query}."
-
-TOOL_SPEC = {
-    "type": "function",
-    "function": {
-        "name": "calculator",
-        "description": "Evaluate an arithmetic expression with + - * / and parentheses.",
-        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
-    },
-}
 
 
 def agent_run(mix: MixSpec, factory: str = "create_agent") -> tuple[list[BaseMessage], MixtureChatModel]:
@@ -95,7 +86,7 @@ async def test_only_the_answering_call_is_offered_the_tools() -> None:
     runtime.use_model("smol", smol)
     runtime.use_model("gemma", gemma)
     graph = build_graph(runtime).compile()
-    result = await graph.ainvoke({"query": QUESTION}, context=MixContext(tools=[TOOL_SPEC], tool_choice="auto"))
+    result = await graph.ainvoke({"query": QUESTION}, context=MixContext(tools=[SPEC], tool_choice="auto"))
     assert result["tool_calls"][0]["name"] == "calculator" and result["answered_by"] == "smol"
     offered = [bool(bound.get("tools")) for _, bound in smol.sent + gemma.sent]
     assert offered == [False, True, False]  # smol as proposer, smol as aggregator, gemma as proposer
@@ -103,9 +94,9 @@ async def test_only_the_answering_call_is_offered_the_tools() -> None:
     route = mix_runtime(fake_bundled("route", {}), usage_db="off")
     answerer = ScriptedChatModel(replies=["no call needed"])
     route.use_model("smol", answerer)
-    out = await build_graph(route).compile().ainvoke({"query": QUESTION}, context=MixContext(tools=[TOOL_SPEC]))
+    out = await build_graph(route).compile().ainvoke({"query": QUESTION}, context=MixContext(tools=[SPEC]))
     assert out["answer"] == "no call needed" and out["tool_calls"] == []
-    assert answerer.sent[0][1]["tools"] == [TOOL_SPEC]
+    assert answerer.sent[0][1]["tools"] == [SPEC]
 
 
 class NoTools(ScriptedChatModel):
@@ -120,9 +111,9 @@ async def test_a_model_without_tools_answers_in_text_unless_a_call_is_required()
     runtime.use_model("smol", NoTools(replies=["Probably 42."]))
     runtime.use_model("gemma", ScriptedChatModel(replies=[CALL]))
     graph = build_graph(runtime).compile()
-    auto = await graph.ainvoke({"query": QUESTION}, context=MixContext(tools=[TOOL_SPEC]))
+    auto = await graph.ainvoke({"query": QUESTION}, context=MixContext(tools=[SPEC]))
     assert auto["answer"] == "Probably 42." and auto["tool_calls"] == []
-    required = await graph.ainvoke({"query": QUESTION}, context=MixContext(tools=[TOOL_SPEC], tool_choice="required"))
+    required = await graph.ainvoke({"query": QUESTION}, context=MixContext(tools=[SPEC], tool_choice="required"))
     smol, gemma = required["calls"]
     assert smol["status"] == "error" and "cannot take tools, and tool_choice requires a call" in smol["error"]
     assert gemma["fallback_for"] == "smol" and gemma["status"] == "ok"
@@ -140,9 +131,9 @@ async def test_a_tool_turn_goes_to_the_caller_and_only_to_a_fallback_that_takes_
         ToolMessage("42", tool_call_id="call_1"),
     ]
     with pytest.raises(MixRunError, match="cannot take tools, and this turn carries tool results"):
-        await graph.ainvoke({"query": QUESTION, "turn": turn}, context=MixContext(tools=[TOOL_SPEC], resume="smol"))
+        await graph.ainvoke({"query": QUESTION, "turn": turn}, context=MixContext(tools=[SPEC], resume="smol"))
     with pytest.raises(MixRunError, match="no model 'nobody' in the mix; its models: smol, gemma"):
-        await graph.ainvoke({"query": QUESTION, "turn": turn}, context=MixContext(tools=[TOOL_SPEC], resume="nobody"))
+        await graph.ainvoke({"query": QUESTION, "turn": turn}, context=MixContext(tools=[SPEC], resume="nobody"))
 
 
 async def test_response_format_json_a_reply_that_is_not_json_is_a_failed_call() -> None:
@@ -213,9 +204,9 @@ async def test_streaming_a_tool_call_gives_tool_call_chunks() -> None:
 @pytest.mark.parametrize(
     ("bind", "match"),
     [
-        ({"tools": [TOOL_SPEC] * 2}, "two tools have the same name"),
-        ({"tools": [TOOL_SPEC] * 129}, "at most 128"),
-        ({"tools": [TOOL_SPEC], "tool_choice": "adder"}, "'adder' is not a tool offered"),
+        ({"tools": [SPEC] * 2}, "two tools have the same name"),
+        ({"tools": [SPEC] * 129}, "at most 128"),
+        ({"tools": [SPEC], "tool_choice": "adder"}, "'adder' is not a tool offered"),
         ({"tools": [], "tool_choice": "required"}, "'required' needs tools"),
     ],
 )

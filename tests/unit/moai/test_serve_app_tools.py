@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from calculator import SPEC
 
 from moai.serve import create_app
 
@@ -63,14 +64,6 @@ steps:
 aggregate: {mode: best}
 """
 USER = [{"role": "user", "content": "What is 6 times 7?"}]
-CALCULATOR = {
-    "type": "function",
-    "function": {
-        "name": "calculator",
-        "description": "Evaluate an arithmetic expression.",
-        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
-    },
-}
 SCHEMA = {
     "type": "json_schema",
     "json_schema": {
@@ -103,7 +96,7 @@ def events(text: str) -> list[Any]:
 async def test_a_tool_call_in_openais_shape_and_its_result_goes_back_to_the_caller(
     client: httpx.AsyncClient, mix: str, caller: str, own_id: str
 ) -> None:
-    request = {"model": mix, "messages": USER, "tools": [CALCULATOR], "tool_choice": "auto"}
+    request = {"model": mix, "messages": USER, "tools": [SPEC], "tool_choice": "auto"}
     reply = await client.post("/v1/chat/completions", json=request)
     assert reply.status_code == 200, reply.text
     choice = reply.json()["choices"][0]
@@ -127,7 +120,7 @@ async def test_a_tool_call_in_openais_shape_and_its_result_goes_back_to_the_call
 
 
 async def test_a_streamed_tool_call_comes_as_a_tool_calls_delta(client: httpx.AsyncClient) -> None:
-    request = {"model": "calc", "messages": USER, "tools": [CALCULATOR], "stream": True}
+    request = {"model": "calc", "messages": USER, "tools": [SPEC], "stream": True}
     reply = await client.post("/v1/chat/completions", json=request)
     assert reply.status_code == 200, reply.text
     chunks = events(reply.text)
@@ -157,11 +150,11 @@ async def test_response_format_no_json_is_a_502_listing_the_attempts(client: htt
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"tools": [CALCULATOR, CALCULATOR]}, "tools"),
-        ({"tools": [CALCULATOR] * 129}, "tools"),
+        ({"tools": [SPEC, SPEC]}, "tools"),
+        ({"tools": [SPEC] * 129}, "tools"),
         ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools.0.function.name"),
         (
-            {"tools": [CALCULATOR], "tool_choice": {"type": "function", "function": {"name": "x"}}},
+            {"tools": [SPEC], "tool_choice": {"type": "function", "function": {"name": "x"}}},
             "tool_choice.function.name",
         ),
         ({"tool_choice": "required"}, "tool_choice"),
@@ -209,9 +202,7 @@ async def test_a_forged_call_id_names_no_model_of_the_mix(client: httpx.AsyncCli
         {"role": "assistant", "tool_calls": [call]},
         {"role": "tool", "tool_call_id": forged, "content": "1"},
     ]
-    reply = await client.post(
-        "/v1/chat/completions", json={"model": "calc", "messages": messages, "tools": [CALCULATOR]}
-    )
+    reply = await client.post("/v1/chat/completions", json={"model": "calc", "messages": messages, "tools": [SPEC]})
     assert (
         reply.status_code == 502
         and "no model 'nobody' in the mix; its models: mini" in reply.json()["error"]["message"]
