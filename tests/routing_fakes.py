@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import zlib
@@ -75,3 +76,15 @@ def write_lines(path: Path, lines: Sequence[dict[str, Any] | str]) -> Path:
     else:
         path.write_text(text, encoding="utf-8")
     return path
+
+
+def scorer_cli(argv: list[str]) -> int:
+    """Run `moai scorer ...` / `moai bench ...` through the scorer commands' own parsers; return the exit code."""
+    import moai.cli.scorer
+
+    parser = argparse.ArgumentParser(prog="moai")
+    sub = parser.add_subparsers(dest="command", required=True)
+    moai.cli.scorer.add_parsers(sub)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code

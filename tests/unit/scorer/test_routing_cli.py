@@ -6,22 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from routing_fakes import FakeEncoder, routing_lines, write_lines
+from routing_fakes import FakeEncoder, routing_lines, scorer_cli, write_lines
 
 import moai.cli.scorer
 import moai.scorer.encoders
 from moai.scorer.benchmark.evaluate import METHOD_KEYS, REPORT_KEYS
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
-
-
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="moai")
-    sub = parser.add_subparsers(dest="command", required=True)
-    moai.cli.scorer.add_parsers(sub)
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
 
 
 @pytest.fixture
@@ -37,7 +28,7 @@ def test_bench_routing_writes_the_fixed_report(fake: FakeEncoder, tmp_path: Path
     out = tmp_path / "report.json"
     argv = ["bench", "routing", "--train", str(data), "--test", str(data), "--out", str(out), "--quiet"]
     methods = ["knn", "mf", "best_single", "per_task", "random"]
-    assert run([*argv, "--methods", *methods]) == 0
+    assert scorer_cli([*argv, "--methods", *methods]) == 0
     report = json.loads(out.read_text())
     assert tuple(report) == REPORT_KEYS
     assert set(report["best_single"]) == {"model", "quality", "cost", "per_task"}
@@ -57,7 +48,7 @@ def test_bench_routing_writes_the_fixed_report(fake: FakeEncoder, tmp_path: Path
     assert "gap rec." in table and "best single (" in table
     # The same seed gives the same report.
     again = tmp_path / "again.json"
-    assert run([*argv[:-3], "--out", str(again), "--quiet", "--methods", *methods]) == 0
+    assert scorer_cli([*argv[:-3], "--out", str(again), "--quiet", "--methods", *methods]) == 0
     first, second = json.loads(out.read_text()), json.loads(again.read_text())
     for entry in (*first["methods"].values(), *second["methods"].values()):
         entry.pop("train_s"), entry.pop("predict_s")
@@ -71,13 +62,16 @@ def test_bench_routing_plots(fake: FakeEncoder, tmp_path: Path) -> None:
     data = write_lines(tmp_path / "routing.jsonl", routing_lines(30))
     plot = tmp_path / "curve.png"
     argv = ["bench", "routing", "--train", str(data), "--test", str(data), "--out", str(tmp_path / "r.json")]
-    assert run([*argv, "--plot", str(plot), "--methods", "knn", "random", "--quiet"]) == 0
+    assert scorer_cli([*argv, "--plot", str(plot), "--methods", "knn", "random", "--quiet"]) == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_routing_reports_bad_input_in_one_line(fake: FakeEncoder, tmp_path: Path, capsys: Any) -> None:
     bad = write_lines(tmp_path / "bad.jsonl", ['{"id": "q"}'])
-    assert run(["bench", "routing", "--train", str(bad), "--test", str(bad), "--out", str(tmp_path / "r.json")]) == 2
+    assert (
+        scorer_cli(["bench", "routing", "--train", str(bad), "--test", str(bad), "--out", str(tmp_path / "r.json")])
+        == 2
+    )
     assert f"error: {bad}:1: missing field(s)" in capsys.readouterr().err
 
 
@@ -86,7 +80,7 @@ def test_scorer_train_then_add_model(fake: FakeEncoder, tmp_path: Path, capsys: 
     data = write_lines(tmp_path / "pool.jsonl", [x for x in lines if x["model"] != "meh"])
     extra = write_lines(tmp_path / "meh.jsonl", [x for x in lines if x["model"] == "meh"])
     ckpt = tmp_path / "ckpt"
-    assert run(["scorer", "train", "--data", str(data), "--method", "mf", "--out", str(ckpt), "--quiet"]) == 0
+    assert scorer_cli(["scorer", "train", "--data", str(data), "--method", "mf", "--out", str(ckpt), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "held out (30 queries): quality" in out
     meta = json.loads((ckpt / "scorer.json").read_text())
@@ -97,11 +91,11 @@ def test_scorer_train_then_add_model(fake: FakeEncoder, tmp_path: Path, capsys: 
 
     grown = tmp_path / "grown"
     argv = ["scorer", "add-model", "--ckpt", str(ckpt), "--data", str(extra), "--model", "meh", "--out", str(grown)]
-    assert run([*argv, "--quiet"]) == 0
+    assert scorer_cli([*argv, "--quiet"]) == 0
     meta = json.loads((grown / "scorer.json").read_text())
     assert meta["models"] == ["cheap", "pricey", "meh"]
     assert "meh" in meta["metrics"]["added_models"]
-    assert run([*argv[:-4], "--model", "nobody", "--out", str(grown), "--quiet"]) == 2
+    assert scorer_cli([*argv[:-4], "--model", "nobody", "--out", str(grown), "--quiet"]) == 2
     assert "model 'nobody' has no line in the data" in capsys.readouterr().err
 
 
@@ -111,12 +105,12 @@ def test_bench_routing_replays_online_and_plots_it(fake: FakeEncoder, tmp_path: 
     argv = ["bench", "routing", "--train", str(data), "--test", str(data), "--quiet", "--methods", "best_single"]
     outs = [tmp_path / "a.json", tmp_path / "b.json"]
     for out in outs:
-        assert run([*argv, "online", "--out", str(out)]) == 0
+        assert scorer_cli([*argv, "online", "--out", str(out)]) == 0
     first, second = (json.loads(out.read_text())["methods"]["online"] for out in outs)
     assert first["online"] == second["online"]
     assert first["online"]["curve"][-1]["n"] == 30
     pytest.importorskip("matplotlib")
-    assert run([*argv, "online", "--out", str(outs[0]), "--plot", str(tmp_path / "c.png")]) == 0
+    assert scorer_cli([*argv, "online", "--out", str(outs[0]), "--plot", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c_online.png").stat().st_size > 0
 
 
@@ -134,7 +128,7 @@ def test_bench_routing_runs_the_zero_shot_method_from_a_descriptions_file(
     file = write_descriptions(tmp_path / "d.yaml", described)
     out = tmp_path / "report.json"
     argv = ["bench", "routing", "--train", str(data), "--test", str(data), "--out", str(out), "--quiet"]
-    assert run([*argv, "--methods", "descriptions", "best_single", "--descriptions", str(file)]) == 0
+    assert scorer_cli([*argv, "--methods", "descriptions", "best_single", "--descriptions", str(file)]) == 0
     report = json.loads(out.read_text())
     assert list(report["methods"]) == ["descriptions", "best_single"]
     assert report["setup"]["descriptions"] == str(file)
@@ -150,7 +144,7 @@ def test_bench_routing_names_the_models_a_descriptions_file_lacks(
     file = write_descriptions(tmp_path / "d.yaml", {"cheap": "sum"})
     out = tmp_path / "report.json"
     argv = ["bench", "routing", "--train", str(data), "--test", str(data), "--out", str(out), "--quiet"]
-    assert run([*argv, "--methods", "descriptions", "--descriptions", str(file)]) == 2
+    assert scorer_cli([*argv, "--methods", "descriptions", "--descriptions", str(file)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {file} describes no pricey, meh (method 'descriptions')"
     # Unnamed, the method is left out where the file (by default the shipped RouterDC one) lacks a model.
     default = argparse.Namespace(methods=None, descriptions=None)
@@ -167,14 +161,14 @@ def test_bench_routing_replays_online_from_the_descriptions_and_with_a_panel(fak
     out = tmp_path / "r.json"
     argv = ["bench", "routing", "--train", str(data), "--test", str(data), "--quiet", "--out", str(out)]
     names = ["online", "online_described", "online_panel", "online_panel_described"]
-    assert run([*argv, "--methods", "best_single", *names, "--descriptions", str(file)]) == 0
+    assert scorer_cli([*argv, "--methods", "best_single", *names, "--descriptions", str(file)]) == 0
     methods = json.loads(out.read_text())["methods"]
     assert [methods[n]["online"]["settings"]["feedback"] for n in names] == ["chosen", "chosen", "all", "all"]
     assert [methods[n]["online"]["settings"]["prior"] for n in names] == ["flat", "given", "flat", "given"]
     assert methods["online_described"]["online"]["curve"][0]["seen_gap"] == 1.0
     assert methods["online_described"]["quality"] >= methods["online"]["quality"]
     bad = write_descriptions(tmp_path / "bad.yaml", {"cheap": "sum"})
-    assert run([*argv, "--methods", "online_described", "--descriptions", str(bad)]) == 2
+    assert scorer_cli([*argv, "--methods", "online_described", "--descriptions", str(bad)]) == 2
 
 
 def test_bench_routing_reads_the_domains_of_a_descriptions_file(fake: FakeEncoder, tmp_path: Path) -> None:
@@ -193,5 +187,5 @@ def test_bench_routing_reads_the_domains_of_a_descriptions_file(fake: FakeEncode
     )
     out = tmp_path / "r.json"
     argv = ["bench", "routing", "--train", str(data), "--test", str(data), "--quiet", "--out", str(out)]
-    assert run([*argv, "--methods", "descriptions", "--descriptions", str(file)]) == 0
+    assert scorer_cli([*argv, "--methods", "descriptions", "--descriptions", str(file)]) == 0
     assert json.loads(out.read_text())["methods"]["descriptions"]["quality"] == 1.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
-from routing_fakes import FakeEncoder, write_lines
+from routing_fakes import FakeEncoder, scorer_cli, write_lines
 
 import moai.cli.scorer
 import moai.scorer.encoders
@@ -76,15 +75,6 @@ def examples(lines: list[dict[str, Any]]) -> list[Example]:
         for x in lines
         if x["score"] is not None
     ]
-
-
-def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="moai")
-    sub = parser.add_subparsers(dest="command", required=True)
-    moai.cli.scorer.add_parsers(sub)
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +249,7 @@ def test_read_examples_names_the_bad_line(tmp_path: Path) -> None:
 def test_train_verifier_command_saves_a_checkpoint_and_prints_auc(tmp_path: Path, capsys: Any) -> None:
     data = write_lines(tmp_path / "responses.jsonl.gz", graded_lines())
     out = tmp_path / "verifier"
-    assert run_cli(["scorer", "train-verifier", "--data", str(data), "--out", str(out), "--encoder", "none"]) == 0
+    assert scorer_cli(["scorer", "train-verifier", "--data", str(data), "--out", str(out), "--encoder", "none"]) == 0
     printed = capsys.readouterr().out
     assert "AUC per model" in printed and "good" in printed and "bad" in printed
     meta = json.loads((out / METADATA).read_text())
@@ -272,20 +262,20 @@ def test_train_verifier_command_with_the_encoder(tmp_path: Path, monkeypatch: py
     encoder = FakeEncoder()
     monkeypatch.setattr(moai.scorer.encoders, "make_encoder", lambda name, **_: encoder)
     data = write_lines(tmp_path / "responses.jsonl", graded_lines(60))
-    assert run_cli(["scorer", "train-verifier", "--data", str(data), "--out", str(tmp_path / "v"), "--quiet"]) == 0
+    assert scorer_cli(["scorer", "train-verifier", "--data", str(data), "--out", str(tmp_path / "v"), "--quiet"]) == 0
     assert json.loads((tmp_path / "v" / METADATA).read_text())["dim"] == encoder.dim
 
 
 def test_train_verifier_command_refuses_bad_input_with_exit_2(tmp_path: Path, capsys: Any) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(["scorer", "train-verifier", "--data", "x", "--out", "y", "--encoder", "bert"])
+        scorer_cli(["scorer", "train-verifier", "--data", "x", "--out", "y", "--encoder", "bert"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'bert' (choose from 'static', 'minilm', 'none')" in capsys.readouterr().err
     broken = write_lines(tmp_path / "broken.jsonl", ["{not json"])
-    assert run_cli(["scorer", "train-verifier", "--data", str(broken), "--out", str(tmp_path / "o")]) == 2
+    assert scorer_cli(["scorer", "train-verifier", "--data", str(broken), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "broken.jsonl:1: not valid JSON" in err and "Traceback" not in err
-    assert run_cli(["scorer", "train-verifier", "--data", str(tmp_path / "none.jsonl"), "--out", "o"]) == 2
+    assert scorer_cli(["scorer", "train-verifier", "--data", str(tmp_path / "none.jsonl"), "--out", "o"]) == 2
     assert "no responses file" in capsys.readouterr().err
 
 
