@@ -150,8 +150,8 @@ def main() -> None:
                 best = (quality, cost, tuple(p[2] for p in combo))
         if best is None:
             continue
-        test_q = sum(_run(policies[i], test[t])[0] for i, t in zip(best[2], tasks, strict=True))
-        test_c = sum(_run(policies[i], test[t])[1] for i, t in zip(best[2], tasks, strict=True))
+        on_test = [_run(policies[i], test[t]) for i, t in zip(best[2], tasks, strict=True)]
+        test_q, test_c = sum(q for q, _ in on_test), sum(c for _, c in on_test)
         lines.append(
             f"| {budget:.2f}x | {best[0] / n['train']:.4f} | {best[0] / strong_q['train']:.2%} | "
             f"{test_q / n['test']:.4f} ({test_q / strong_q['test']:.2%} of GPT-4) | {test_c / strong_c['test']:.3f}x |"
