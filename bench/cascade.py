@@ -33,11 +33,10 @@ from moai.scorer.benchmark.cascade import format_table
 DATA = Path(os.environ.get("MOAI_RESPONSES_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "responses"))
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = {
-    "routerbench": ("routerbench_train.jsonl.gz", 0.2, "quality"),
-    "gsm8k": ("gsm8k_gpt4_mixtral_train.jsonl.gz", 0.5, "near"),
+    "routerbench": ("routerbench_train.jsonl.gz", 0.2, 1.0),
+    "gsm8k": ("gsm8k_gpt4_mixtral_train.jsonl.gz", 0.5, 0.95),
 }
-SHARES = {"quality": 1.0, "near": 0.95}
-"""The targets' shares of the best single model's quality."""
+"""Each file, its test share, and its target's share of the best single model's quality."""
 TARGET_COST = 0.65
 
 
@@ -80,9 +79,9 @@ def _targets(report: dict[str, Any], share: float) -> list[str]:
     return lines
 
 
-def _markdown(name: str, command: str, report: dict[str, Any], kind: str, timing: dict[str, Any]) -> str:
+def _markdown(name: str, command: str, report: dict[str, Any], share: float, timing: dict[str, Any]) -> str:
     setup = report["setup"]
-    rows = "\n".join(_targets(report, SHARES[kind]))
+    rows = "\n".join(_targets(report, share))
     return f"""# `moai bench cascade` on {name}
 
 ```
@@ -99,7 +98,7 @@ shared with other jobs ({timing["machine"]}).
 {format_table(report)}
 ```
 
-Target: {SHARES[kind]:.0%} of {setup["strong"]}'s quality at <= {TARGET_COST}x its cost. Each method's target
+Target: {share:.0%} of {setup["strong"]}'s quality at <= {TARGET_COST}x its cost. Each method's target
 point is chosen on train: its best out-of-fold quality within {TARGET_COST}x the best single model's out-of-fold
 cost. The last column is the cheapest test point reaching the best single model's quality, an optimistic
 figure chosen on test.
@@ -110,12 +109,12 @@ figure chosen on test.
 """
 
 
-def run(name: str, data: Path, work: Path, seed: int, jobs: int) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
-    """Split one file, run the bench on it, write its results; return (command, report, kind, timing)."""
-    file, share, kind = RUNS[name]
+def run(name: str, data: Path, work: Path, seed: int, jobs: int) -> str:
+    """Split one file, run the bench on it, write its results; return their Markdown."""
+    file, test_share, share = RUNS[name]
     source = data / file
     train, test = work / f"{name}_train.jsonl.gz", work / f"{name}_test.jsonl.gz"
-    split = ["dataset", "split", str(source), "--test-share", str(share), "--seed", str(seed)]
+    split = ["dataset", "split", str(source), "--test-share", str(test_share), "--seed", str(seed)]
     if main([*split, "--out-train", str(train), "--out-test", str(test)]) != 0:
         raise SystemExit(f"could not split {source}")
     out, plot = RESULTS / f"cascade_{name}.json", RESULTS / f"cascade_{name}.png"
@@ -134,11 +133,12 @@ def run(name: str, data: Path, work: Path, seed: int, jobs: int) -> tuple[str, d
     }
     report = json.loads(out.read_text(encoding="utf-8"))
     command = (
-        f"moai dataset split {file} --test-share {share} --seed {seed} --out-train TRAIN --out-test TEST\n"
+        f"moai dataset split {file} --test-share {test_share} --seed {seed} --out-train TRAIN --out-test TEST\n"
         f"moai bench cascade --train TRAIN --test TEST --out {out.name} --plot {plot.name} --seed {seed} --jobs {jobs}"
     )
-    (RESULTS / f"cascade_{name}.md").write_text(_markdown(name, command, report, kind, timing), encoding="utf-8")
-    return command, report, kind, timing
+    text = _markdown(name, command, report, share, timing)
+    (RESULTS / f"cascade_{name}.md").write_text(text, encoding="utf-8")
+    return text
 
 
 def main_cli() -> None:
@@ -151,10 +151,7 @@ def main_cli() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     total = time.perf_counter()
-    parts = []
-    for name in [args.only] if args.only else list(RUNS):
-        command, report, kind, timing = run(name, args.data, args.work, args.seed, args.jobs)
-        parts.append(_markdown(name, command, report, kind, timing))
+    parts = [run(name, args.data, args.work, args.seed, args.jobs) for name in ([args.only] if args.only else RUNS)]
     summary = f"Both runs: {time.perf_counter() - total:.0f} s wall.\n\n" if not args.only else ""
     (RESULTS / ("cascade.md" if not args.only else f"cascade_{args.only}_only.md")).write_text(
         summary + "\n".join(parts), encoding="utf-8"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 # The cascade benchmark's own pieces: `python bench/cascade_seeds.py` runs with bench/ on the path.
-from cascade import DATA, RESULTS, RUNS, SHARES, TARGET_COST, target_point
+from cascade import DATA, RESULTS, RUNS, TARGET_COST, target_point
 
 from moai.cli import main
 
@@ -48,7 +48,7 @@ def main_cli() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    share = SHARES[RUNS[args.name][2]]
+    share = RUNS[args.name][2]
     start = time.perf_counter()
     rows: dict[str, list[tuple[int, float, float, bool]]] = {}
     for seed in args.seeds:
